@@ -1,0 +1,292 @@
+"""Everything that differs between array backends lives here.
+
+The algorithms in tnlm call these helpers (and autoray / opt_einsum, which dispatch on the
+array type) and never branch on the backend themselves. Supported: numpy and torch; other
+autoray backends work where autoray can translate the calls used here.
+
+Conventions enforced here:
+
+* arrays are created like their input (same backend, dtype and device);
+* one SVD sign convention for every backend (see :func:`svd`), so numpy and torch produce the
+  same cores;
+* LAPACK failures fall back to a more robust driver instead of crashing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import autoray as ar
+import numpy as np
+
+from ._types import Array
+
+__all__ = [
+    "backend_name",
+    "is_torch",
+    "to_numpy",
+    "like",
+    "zeros_like_shape",
+    "eye_like",
+    "svd",
+    "qr",
+    "randn",
+    "real_dtype_eps",
+    "fnorm",
+    "check_float_dtype",
+    "compute_dtype_of",
+    "all_finite",
+    "device_of",
+    "dtype_name",
+]
+
+log = logging.getLogger(__name__)
+
+
+def backend_name(x: Array) -> str:
+    """Name of the array library of ``x`` ("numpy", "torch", ...)."""
+    return ar.infer_backend(x)
+
+
+def is_torch(x: Array) -> bool:
+    return backend_name(x) == "torch"
+
+
+def to_numpy(x: Array) -> np.ndarray:
+    """A numpy copy/view of ``x`` (detached and moved to host for torch)."""
+    if is_torch(x):
+        t = x.detach().cpu()
+        if t.dtype.is_floating_point and t.dtype.itemsize < 4:
+            t = t.float()
+        return t.numpy()
+    return np.asarray(x)
+
+
+def device_of(x: Array) -> Any:
+    return getattr(x, "device", "cpu")
+
+
+def dtype_name(x: Array) -> str:
+    """Backend-neutral dtype name: 'float32', 'complex128', 'bfloat16', ..."""
+    return str(x.dtype).replace("torch.", "")
+
+
+def like(data: Any, ref: Array) -> Array:
+    """``data`` (numpy array or nested lists) as an array like ``ref`` (backend, dtype, device)."""
+    if is_torch(ref):
+        import torch
+
+        return torch.as_tensor(np.asarray(data), dtype=ref.dtype, device=ref.device)
+    return np.asarray(data, dtype=ref.dtype)
+
+
+def zeros_like_shape(shape: tuple[int, ...], ref: Array) -> Array:
+    """Zeros of ``shape`` like ``ref`` (backend, dtype, device)."""
+    if is_torch(ref):
+        import torch
+
+        return torch.zeros(shape, dtype=ref.dtype, device=ref.device)
+    return ar.do("zeros", shape, like=ref, dtype=ref.dtype)
+
+
+def eye_like(n: int, ref: Array) -> Array:
+    if is_torch(ref):
+        import torch
+
+        return torch.eye(n, dtype=ref.dtype, device=ref.device)
+    return np.eye(n, dtype=ref.dtype)
+
+
+def all_finite(x: Array) -> bool:
+    if is_torch(x):
+        import torch
+
+        return bool(torch.isfinite(x).all())
+    return bool(np.isfinite(x).all())
+
+
+def check_float_dtype(x: Array, name: str) -> None:
+    """Raise ``TypeError`` unless ``x`` has a floating or complex dtype.
+
+    Integer and boolean arrays are *not* promoted: a decomposition of an integer matrix is
+    floating point, and tnlm never changes a dtype behind the caller's back.
+    """
+    if is_torch(x):
+        ok = x.dtype.is_floating_point or x.dtype.is_complex
+    else:
+        kind = np.asarray(x).dtype.kind if not hasattr(x, "dtype") else np.dtype(x.dtype).kind
+        ok = kind in "fc"
+    if not ok:
+        raise TypeError(
+            f"{name} has dtype {dtype_name(x)}; expected a floating or complex dtype "
+            f"(float32, float64, complex64, complex128, ...). Integer and boolean arrays are "
+            f"not promoted automatically: cast explicitly, e.g. {name}.astype(float) or "
+            f"{name}.double()."
+        )
+
+
+def compute_dtype_of(x: Array) -> Any:
+    """The dtype linear algebra runs in for ``x``: half precision is computed in float32."""
+    if is_torch(x):
+        import torch
+
+        if x.dtype in (torch.float16, torch.bfloat16):
+            return torch.float32
+        return x.dtype
+    if np.dtype(x.dtype) == np.float16:
+        return np.float32
+    return x.dtype
+
+
+def real_dtype_eps(x: Array) -> float:
+    """Machine epsilon of the real dtype of ``x`` (float32 for complex64, etc.)."""
+    if is_torch(x):
+        import torch
+
+        dt = x.dtype
+        if dt.is_complex:
+            dt = torch.float32 if dt == torch.complex64 else torch.float64
+        return float(torch.finfo(dt).eps)
+    return float(np.finfo(np.dtype(x.dtype)).eps)
+
+
+def fnorm(x: Array) -> float:
+    """Frobenius norm of ``x`` as a Python float (accumulated in float64)."""
+    if is_torch(x):
+        import torch
+
+        t = x.detach()
+        if not (t.dtype == torch.float64 or t.dtype == torch.complex128):
+            t = t.to(torch.complex128 if t.dtype.is_complex else torch.float64)
+        return float(torch.linalg.vector_norm(t))
+    a = np.asarray(x)
+    if a.dtype not in (np.float64, np.complex128):
+        a = a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
+    return float(np.linalg.norm(a.ravel()))
+
+
+# --------------------------------------------------------------------------------------------
+# SVD and QR with one sign convention and a robust fallback
+# --------------------------------------------------------------------------------------------
+
+
+def _svd_numpy(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    import scipy.linalg as sla
+
+    try:
+        return sla.svd(a, full_matrices=False, lapack_driver="gesdd", check_finite=False)
+    except (np.linalg.LinAlgError, ValueError):
+        log.warning("gesdd did not converge on a %s matrix; retrying with gesvd", a.shape)
+        return sla.svd(a, full_matrices=False, lapack_driver="gesvd", check_finite=False)
+
+
+def _svd_torch(a: Any) -> tuple[Any, Any, Any]:
+    import torch
+
+    try:
+        return torch.linalg.svd(a, full_matrices=False)
+    except RuntimeError:  # torch.linalg.LinAlgError subclasses RuntimeError
+        log.warning("torch SVD did not converge on a %s matrix; retrying with gesvd", a.shape)
+        if a.is_cuda:
+            return torch.linalg.svd(a, full_matrices=False, driver="gesvd")
+        u, s, vh = _svd_numpy(a.detach().cpu().numpy())
+        return (
+            torch.as_tensor(u, device=a.device),
+            torch.as_tensor(s, device=a.device),
+            torch.as_tensor(vh, device=a.device),
+        )
+
+
+def _fix_signs(u: Array, vh: Array) -> tuple[Array, Array]:
+    """Make the largest-magnitude entry of every column of ``u`` real and positive.
+
+    Applying the inverse phase to the matching row of ``vh`` leaves ``u @ diag(s) @ vh``
+    unchanged, and makes the factors unique for distinct singular values, whatever the backend.
+    """
+    if u.shape[1] == 0:
+        return u, vh
+    if is_torch(u):
+        import torch
+
+        idx = torch.argmax(u.abs(), dim=0)
+        pivot = u.gather(0, idx[None, :])[0]
+        mag = pivot.abs()
+        phase = torch.where(mag > 0, pivot / torch.where(mag > 0, mag, 1), torch.ones_like(pivot))
+        return u * phase.conj()[None, :], vh * phase[:, None]
+    idx = np.argmax(np.abs(u), axis=0)
+    pivot = u[idx, np.arange(u.shape[1])]
+    mag = np.abs(pivot)
+    phase = np.where(mag > 0, pivot / np.where(mag > 0, mag, 1), 1).astype(u.dtype)
+    return u * phase.conj()[None, :], vh * phase[:, None]
+
+
+def svd(a: Array) -> tuple[Array, Array, Array]:
+    """Thin SVD ``a = u @ diag(s) @ vh`` in ``a``'s backend, with tnlm's sign convention.
+
+    Parameters
+    ----------
+    a : array, shape (m, n)
+
+    Returns
+    -------
+    u : array, shape (m, k)
+    s : array, shape (k,)  (real, descending)
+    vh : array, shape (k, n)
+        with ``k = min(m, n)``.
+
+    Uses LAPACK's divide-and-conquer driver (gesdd) and falls back to gesvd when it fails to
+    converge.
+    """
+    u, s, vh = _svd_torch(a) if is_torch(a) else _svd_numpy(np.asarray(a))
+    u, vh = _fix_signs(u, vh)
+    return u, s, vh
+
+
+def qr(a: Array) -> tuple[Array, Array]:
+    """Reduced QR ``a = q @ r`` in ``a``'s backend.
+
+    Parameters
+    ----------
+    a : array, shape (m, n)
+
+    Returns
+    -------
+    q : array, shape (m, k)
+    r : array, shape (k, n)
+        with ``k = min(m, n)``; the diagonal of ``r`` is made non-negative (real), so that
+        the factorisation is unique for full-rank ``a`` on every backend.
+    """
+    if is_torch(a):
+        import torch
+
+        q, r = torch.linalg.qr(a, mode="reduced")
+        d = torch.diagonal(r)
+        mag = d.abs()
+        phase = torch.where(mag > 0, d / torch.where(mag > 0, mag, 1), torch.ones_like(d))
+        return q * phase[None, :], r * phase.conj()[:, None]
+    import scipy.linalg as sla
+
+    q, r = sla.qr(np.asarray(a), mode="economic", check_finite=False)
+    d = np.diagonal(r)
+    mag = np.abs(d)
+    phase = np.where(mag > 0, d / np.where(mag > 0, mag, 1), 1).astype(q.dtype)
+    return q * phase[None, :], r * phase.conj()[:, None]
+
+
+def randn(shape: tuple[int, ...], ref: Array, seed: int) -> Array:
+    """Standard normal samples of ``shape`` like ``ref``, from a private seeded generator.
+
+    No global random state is read or changed. Complex dtypes get complex normal samples.
+    """
+    if is_torch(ref):
+        import torch
+
+        gen = torch.Generator(device=ref.device)
+        gen.manual_seed(seed)
+        return torch.randn(shape, generator=gen, dtype=ref.dtype, device=ref.device)
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(ref.dtype)
+    if dt.kind == "c":
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dt)
+    return rng.standard_normal(shape).astype(dt)
