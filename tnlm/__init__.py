@@ -1,14 +1,36 @@
-"""tnlm: tensor-train / MPO algebra with guaranteed truncation."""
+"""tnlm: tensor-train / MPO algebra with guaranteed truncation.
+
+Users import from here::
+
+    import tnlm
+    mpo = tnlm.mpo_decompose(W, shape=5, bond_dim=64)
+"""
 
 from __future__ import annotations
 
 from .contract import PATH_OPTIMIZERS, ContractionCost, clear_plan_cache, contract, contract_cost
+from .decompose import mpo_decompose, tt_decompose
+from .factorize import factorize
+from .io import load, save
+from .mpo import APPLY_METHODS, MPO, TensorTrain
+from .truncation import SVD_METHODS, BondTruncation, TruncationReport
 
 __all__ = [
+    "mpo_decompose",
+    "tt_decompose",
+    "factorize",
+    "MPO",
+    "TensorTrain",
+    "TruncationReport",
+    "BondTruncation",
     "contract",
     "contract_cost",
     "ContractionCost",
-    "PATH_OPTIMIZERS",
     "clear_plan_cache",
+    "save",
+    "load",
+    "PATH_OPTIMIZERS",
+    "SVD_METHODS",
+    "APPLY_METHODS",
 ]
 __version__ = "0.1.0"

@@ -277,16 +277,19 @@ def qr(a: Array) -> tuple[Array, Array]:
 def randn(shape: tuple[int, ...], ref: Array, seed: int) -> Array:
     """Standard normal samples of ``shape`` like ``ref``, from a private seeded generator.
 
+    The samples are drawn by numpy's PCG64 generator whatever the backend and then moved to
+    ``ref``'s backend, dtype and device, so numpy and torch see the same random sketch.
     No global random state is read or changed. Complex dtypes get complex normal samples.
     """
-    if is_torch(ref):
-        import torch
-
-        gen = torch.Generator(device=ref.device)
-        gen.manual_seed(seed)
-        return torch.randn(shape, generator=gen, dtype=ref.dtype, device=ref.device)
     rng = np.random.default_rng(seed)
-    dt = np.dtype(ref.dtype)
-    if dt.kind == "c":
-        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dt)
-    return rng.standard_normal(shape).astype(dt)
+    if _is_complex_dtype(ref):
+        data = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    else:
+        data = rng.standard_normal(shape)
+    return like(data, ref)
+
+
+def _is_complex_dtype(x: Array) -> bool:
+    if is_torch(x):
+        return bool(x.dtype.is_complex)
+    return np.dtype(x.dtype).kind == "c"

@@ -1,0 +1,77 @@
+"""Validation of user input, with messages that name the value and what was expected."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+from . import _backend as B
+from ._types import Array, BondDim
+
+__all__ = ["check_array", "check_bond_dims", "check_tol", "check_dims"]
+
+
+def check_array(x: Array, name: str, ndim: int | None = None) -> None:
+    """Floating/complex dtype, expected ndim, non-empty, finite."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an array (numpy, torch, ...); got {type(x).__name__}")
+    if ndim is not None and len(x.shape) != ndim:
+        raise ValueError(
+            f"{name} must be {ndim}-D; got a {len(x.shape)}-D array of shape {tuple(x.shape)}"
+        )
+    B.check_float_dtype(x, name)
+    if any(int(d) == 0 for d in x.shape):
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected no zero-size axis")
+    if not B.all_finite(x):
+        raise ValueError(f"{name} contains NaN or Inf entries; expected finite values only")
+
+
+def check_dims(dims: Sequence[int], name: str) -> tuple[int, ...]:
+    try:
+        out = tuple(dims)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of positive ints; got {dims!r}") from None
+    if not out or any(
+        isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in out
+    ):
+        raise ValueError(f"{name} must be a non-empty sequence of positive ints; got {dims!r}")
+    return tuple(int(d) for d in out)
+
+
+def check_bond_dims(bond_dim: BondDim, n_bonds: int) -> list[int | None]:
+    """Normalise ``bond_dim`` to one cap (or None) per internal bond."""
+    if bond_dim is None:
+        return [None] * n_bonds
+    if isinstance(bond_dim, numbers.Integral) and not isinstance(bond_dim, bool):
+        if bond_dim < 1:
+            raise ValueError(f"bond_dim must be >= 1; got {bond_dim}")
+        return [int(bond_dim)] * n_bonds
+    try:
+        caps = list(bond_dim)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"bond_dim must be None, an int or a sequence of {n_bonds} ints; got {bond_dim!r}"
+        ) from None
+    if len(caps) != n_bonds:
+        raise ValueError(
+            f"bond_dim has {len(caps)} entries; expected one per internal bond ({n_bonds})"
+        )
+    out: list[int | None] = []
+    for c in caps:
+        if c is None:
+            out.append(None)
+        elif isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 1:
+            out.append(int(c))
+        else:
+            raise ValueError(f"bond_dim entries must be ints >= 1 (or None); got {c!r}")
+    return out
+
+
+def check_tol(tol: float | None) -> float | None:
+    if tol is None:
+        return None
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a float in (0, 1); got {tol!r}")
+    if not 0.0 < float(tol) < 1.0:
+        raise ValueError(f"tol must lie in the open interval (0, 1); got {tol}")
+    return float(tol)
