@@ -6,7 +6,7 @@ Arrays are ``Any``-typed: tnlm accepts any backend autoray understands (numpy, t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 __all__ = ["Array", "Shape", "BondDim", "MatrixShape"]
 
@@ -15,6 +15,6 @@ Array = Any
 #: A tuple of ints.
 Shape = tuple[int, ...]
 #: ``None`` (no cap), one cap for every bond, or one cap per bond.
-BondDim = Union[None, int, Sequence[int]]
+BondDim = None | int | Sequence[int]
 #: ``(row_dims, col_dims)`` or an int n (automatic balanced factorisation into n cores).
-MatrixShape = Union[int, tuple[Sequence[int], Sequence[int]]]
+MatrixShape = int | tuple[Sequence[int], Sequence[int]]

@@ -29,7 +29,8 @@ def resolve_matrix_shape(shape: MatrixShape, rows: int, cols: int) -> tuple[tupl
         return factorize(rows, int(shape)), factorize(cols, int(shape))
     if not isinstance(shape, (tuple, list)) or len(shape) != 2:
         raise TypeError(
-            f"shape must be an int n (number of cores) or a pair (row_dims, col_dims); got {shape!r}"
+            "shape must be an int n (number of cores) or a pair (row_dims, col_dims); "
+            f"got {shape!r}"
         )
     row_dims = check_dims(shape[0], "row_dims")
     col_dims = check_dims(shape[1], "col_dims")
