@@ -214,11 +214,11 @@ def _fix_signs(u: Array, vh: Array) -> tuple[Array, Array]:
         mag = pivot.abs()
         phase = torch.where(mag > 0, pivot / torch.where(mag > 0, mag, 1), torch.ones_like(pivot))
         return u * phase.conj()[None, :], vh * phase[:, None]
-    idx = np.argmax(np.abs(u), axis=0)
-    pivot = u[idx, np.arange(u.shape[1])]
-    mag = np.abs(pivot)
-    phase = np.where(mag > 0, pivot / np.where(mag > 0, mag, 1), 1).astype(u.dtype)
-    return u * phase.conj()[None, :], vh * phase[:, None]
+    idx_np = np.argmax(np.abs(u), axis=0)
+    piv = u[idx_np, np.arange(u.shape[1])]
+    piv_mag = np.abs(piv)
+    ph = np.where(piv_mag > 0, piv / np.where(piv_mag > 0, piv_mag, 1), 1).astype(u.dtype)
+    return u * ph.conj()[None, :], vh * ph[:, None]
 
 
 def svd(a: Array) -> tuple[Array, Array, Array]:
@@ -267,11 +267,11 @@ def qr(a: Array) -> tuple[Array, Array]:
         return q * phase[None, :], r * phase.conj()[:, None]
     import scipy.linalg as sla
 
-    q, r = sla.qr(np.asarray(a), mode="economic", check_finite=False)
-    d = np.diagonal(r)
-    mag = np.abs(d)
-    phase = np.where(mag > 0, d / np.where(mag > 0, mag, 1), 1).astype(q.dtype)
-    return q * phase[None, :], r * phase.conj()[:, None]
+    qn, rn = sla.qr(np.asarray(a), mode="economic", check_finite=False)
+    dn = np.diagonal(rn)
+    dn_mag = np.abs(dn)
+    ph = np.where(dn_mag > 0, dn / np.where(dn_mag > 0, dn_mag, 1), 1).astype(qn.dtype)
+    return qn * ph[None, :], rn * ph.conj()[:, None]
 
 
 def randn(shape: tuple[int, ...], ref: Array, seed: int) -> Array:

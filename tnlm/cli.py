@@ -114,9 +114,9 @@ def format_report(mpo: MPO) -> str:
         f"{'bond':>4} {'rank':>6} {'full':>6} {'error':>12} {'rel. error':>12} {'method':>6}",
     ]
     merged = [i * j for i, j in zip(mpo.row_dims, mpo.col_dims)]
-    for k, b in enumerate(rep.bonds if rep else ()):
+    for k, b in enumerate(rep.bonds if rep is not None else ()):
         full = min(math.prod(merged[: k + 1]), math.prod(merged[k + 1 :]))
-        rel = b.error / rep.norm if rep.norm > 0 else 0.0
+        rel = b.error / rep.norm if rep is not None and rep.norm > 0 else 0.0
         lines.append(
             f"{k + 1:>4} {b.rank:>6} {full:>6} {b.error:>12.4e} {rel:>12.4e} {b.method:>6}"
         )

@@ -101,7 +101,7 @@ def save(obj: MPO | TensorTrain, path: str | os.PathLike[str]) -> None:
         meta["report"] = {"norm": obj.report.norm, "bonds": bonds}
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)
 
 
@@ -144,5 +144,6 @@ def load(
                 )
                 bonds.append(BondTruncation(b["rank"], b["error"], kept, disc, b["method"]))
             report = TruncationReport(norm=meta["report"]["norm"], bonds=tuple(bonds))
-    cls = {"MPO": MPO, "TensorTrain": TensorTrain}[meta["class"]]
-    return cls(cores, report)
+    if meta["class"] == "MPO":
+        return MPO(cores, report)
+    return TensorTrain(cores, report)
