@@ -75,6 +75,10 @@ class _TrainBase:
     cores: list[Array]
     report: TruncationReport | None
 
+    # numpy must not treat a train as a 0-d object array in ``x @ mpo``, ``a * mpo``: opting
+    # out of ufuncs makes ndarray's operators return NotImplemented, so ours are used.
+    __array_ufunc__ = None
+
     # subclasses provide
     def _merged(self) -> list[Array]:
         raise NotImplementedError
