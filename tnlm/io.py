@@ -42,6 +42,11 @@ def _unpack(a: np.ndarray, dtype: str, backend: str, device: Any) -> Any:
         if dtype == "bfloat16":
             return torch.from_numpy(a.copy()).view(torch.bfloat16).to(device)
         return torch.from_numpy(a.copy()).to(device)
+    if dtype == "bfloat16":
+        raise ValueError(
+            "the file holds bfloat16 cores, which numpy cannot represent; load them with "
+            "backend='torch'"
+        )
     return a.copy()
 
 
