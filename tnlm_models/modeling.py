@@ -1,0 +1,560 @@
+"""MPO BERT models: encoder, masked-LM head and sequence-classification head.
+
+Every layer's six matrices (query, key, value, attention output, FFN in, FFN out) are
+``MPOLinear`` (or ``nn.Linear`` for the matrices not listed in ``config.mpo_matrices``).
+Sharing is explicit and lives in one code path, ``MPOBertEncoder``:
+
+- ``"central"``: the encoder owns one central tensor per matrix type
+  (``encoder.central.<name>``); every layer's ``MPOLinear`` registers that same parameter,
+  and keeps its own auxiliary cores, adapter, biases and layer norms.
+- ``"all"``: the encoder holds one layer and applies it ``num_hidden_layers`` times.
+- ``"none"``: ``num_hidden_layers`` independent layers.
+
+The forward pass reads top to bottom as in Hugging Face's ``modeling_bert.py`` (post-LN).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import MATRIX_NAMES, MPOBertConfig
+from .mpo_linear import MPOLinear, full_bond_dims
+
+__all__ = [
+    "MPOBertModel",
+    "MPOBertForMaskedLM",
+    "MPOBertForSequenceClassification",
+    "MPOBertPreTrainedModel",
+    "MPOBertOutput",
+    "MPOBertModelOutput",
+    "PARAMETER_PARTS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Keys of ``parameter_breakdown()``.
+PARAMETER_PARTS: tuple[str, ...] = (
+    "embeddings",
+    "central",
+    "auxiliary",
+    "adapters",
+    "dense",
+    "norms_biases",
+    "heads",
+)
+
+_ACTS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "tanh": torch.tanh,
+}
+
+
+@dataclass
+class MPOBertModelOutput:
+    """Encoder output.
+
+    Attributes
+    ----------
+    last_hidden_state : Tensor, shape (batch, seq, hidden)
+    pooler_output : Tensor, shape (batch, hidden), or None without a pooler
+    hidden_states : tuple of Tensor, each (batch, seq, hidden), or None
+        Embedding output then every layer's output (``num_hidden_layers + 1`` entries).
+    """
+
+    last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class MPOBertOutput:
+    """Output of the task models.
+
+    Attributes
+    ----------
+    loss : Tensor (scalar) or None
+        None when no labels were given.
+    logits : Tensor
+        ``(batch, seq, vocab)`` for masked LM, ``(batch, num_labels)`` for classification.
+    hidden_states : tuple of Tensor or None
+        As in ``MPOBertModelOutput`` (only with ``output_hidden_states=True``).
+    """
+
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+def central_shape(config: MPOBertConfig, name: str) -> tuple[int, int, int, int]:
+    """Shape ``(r_c, out_c, in_c, r_{c+1})`` of the central tensor of matrix ``name``."""
+    out_dims, in_dims = config.factorization(name)
+    bonds = full_bond_dims(out_dims, in_dims, config.bond_dim)
+    c = config.num_cores // 2
+    return (bonds[c], out_dims[c], in_dims[c], bonds[c + 1])
+
+
+def make_linear(config: MPOBertConfig, name: str, central: nn.Parameter | None = None) -> nn.Module:
+    """The module for matrix ``name``: ``MPOLinear`` if it is an MPO, else ``nn.Linear``."""
+    out_f, in_f = config.matrix_shape(name)
+    if not config.is_mpo(name):
+        return nn.Linear(in_f, out_f)
+    out_dims, in_dims = config.factorization(name)
+    return MPOLinear(
+        in_f,
+        out_f,
+        out_dims=out_dims,
+        in_dims=in_dims,
+        bond_dim=config.bond_dim,
+        central=central,
+        adapter_size=config.adapter_size,
+        forward_mode=config.forward_mode,
+        std=config.initializer_range,
+    )
+
+
+class MPOBertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: MPOBertConfig) -> None:
+        super().__init__()
+        self.config = config
+        h = config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
+        self.norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        """``input_ids``, ``token_type_ids`` : (B, T) -> (B, T, hidden)."""
+        seq = input_ids.shape[1]
+        pos = torch.arange(seq, device=input_ids.device)  # (T,)
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(pos)[None]
+            + self.token_type_embeddings(token_type_ids)
+        )  # (B, T, hidden)
+        return self.dropout(self.norm(x))
+
+
+class MPOBertLayer(nn.Module):
+    """One post-LN transformer layer (self-attention, then feed-forward)."""
+
+    def __init__(
+        self, config: MPOBertConfig, centrals: dict[str, nn.Parameter] | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        centrals = centrals or {}
+        for name in MATRIX_NAMES:
+            setattr(self, name, make_linear(config, name, centrals.get(name)))
+        h = config.hidden_size
+        self.attention_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.act = _ACTS[config.hidden_act]
+
+    def linear(self, name: str) -> nn.Module:
+        """The module of matrix ``name``."""
+        return getattr(self, name)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``x`` : (B, T, hidden); ``mask`` : (B, 1, 1, T) additive or None."""
+        b, t, h = x.shape
+        nh, hd = self.config.num_attention_heads, self.config.head_dim
+        q = self.query(x).view(b, t, nh, hd).transpose(1, 2)  # (B, heads, T, head_dim)
+        k = self.key(x).view(b, t, nh, hd).transpose(1, 2)  # (B, heads, T, head_dim)
+        v = self.value(x).view(b, t, nh, hd).transpose(1, 2)  # (B, heads, T, head_dim)
+        p = self.config.attention_probs_dropout_prob if self.training else 0.0
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        ctx = ctx.transpose(1, 2).reshape(b, t, h)  # (B, T, hidden)
+        x = self.attention_norm(x + self.dropout(self.attention_output(ctx)))
+        f = self.act(self.intermediate(x))  # (B, T, intermediate)
+        return self.output_norm(x + self.dropout(self.output(f)))  # (B, T, hidden)
+
+
+class MPOBertEncoder(nn.Module):
+    """The stack of layers, with the sharing mode in one place.
+
+    ``layer_index(i)`` says which module computes layer ``i``: ``0`` for every ``i`` under
+    ``"all"`` sharing, ``i`` otherwise.
+    """
+
+    def __init__(self, config: MPOBertConfig) -> None:
+        super().__init__()
+        self.config = config
+        centrals: dict[str, nn.Parameter] = {}
+        if config.sharing == "central":
+            # Registered before the layers, so the first (canonical) name of each shared
+            # tensor is encoder.central.<matrix name>.
+            self.central = nn.ParameterDict(
+                {
+                    name: nn.Parameter(torch.empty(central_shape(config, name)))
+                    for name in MATRIX_NAMES
+                    if config.is_mpo(name)
+                }
+            )
+            centrals = dict(self.central.items())
+        n_modules = 1 if config.sharing == "all" else config.num_hidden_layers
+        self.layer = nn.ModuleList(MPOBertLayer(config, centrals) for _ in range(n_modules))
+
+    def layer_index(self, i: int) -> int:
+        """Index into ``self.layer`` of the module that computes layer ``i``."""
+        return 0 if self.config.sharing == "all" else i
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """``x`` : (B, T, hidden) -> (B, T, hidden), and every layer's output if asked."""
+        states = [x] if output_hidden_states else None
+        for i in range(self.config.num_hidden_layers):
+            x = self.layer[self.layer_index(i)](x, mask)
+            if states is not None:
+                states.append(x)
+        return x, tuple(states) if states is not None else None
+
+
+class MPOBertPreTrainedModel(nn.Module):
+    """Base class: parameter counting, initialisation, save/load, conversion."""
+
+    config: MPOBertConfig
+
+    def __init__(self, config: MPOBertConfig) -> None:
+        super().__init__()
+        if not isinstance(config, MPOBertConfig):
+            raise TypeError(f"config must be an MPOBertConfig, got {type(config).__name__}")
+        self.config = config
+
+    # ------------------------------------------------------------------ initialisation
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """Initialise every parameter with ``config.init_scheme`` (see ``tnlm_models.init``)."""
+        from .init import init_from_scratch
+
+        init_from_scratch(self, generator=generator)
+
+    # ------------------------------------------------------------------ parameters
+    def unique_named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Each distinct parameter once, under its first (canonical) name."""
+        yield from self.named_parameters(remove_duplicate=True)
+
+    def central_parameters(self) -> Iterator[nn.Parameter]:
+        """The shared central tensors (for a separate learning-rate factor)."""
+        for name, p in self.unique_named_parameters():
+            if "central" in name:
+                yield p
+
+    def num_parameters(self, unique: bool = True) -> int:
+        """Number of parameters.
+
+        Parameters
+        ----------
+        unique : bool, default True
+            True counts every distinct tensor once (a shared central tensor, the whole
+            shared layer under "all" sharing and the tied decoder weight once). False counts
+            shared encoder tensors once per layer that uses them (the size of the same model
+            without cross-layer sharing; the tied decoder weight still counts once).
+        """
+        total = sum(p.numel() for _, p in self.unique_named_parameters())
+        if unique:
+            return total
+        cfg = self.config
+        extra_layers = cfg.num_hidden_layers - 1
+        if cfg.sharing == "central":
+            total += extra_layers * sum(p.numel() for p in self.central_parameters())
+        elif cfg.sharing == "all":
+            total += extra_layers * sum(p.numel() for p in self.encoder_module().layer.parameters())
+        return total
+
+    def encoder_module(self) -> MPOBertEncoder:
+        """The ``MPOBertEncoder`` of this model."""
+        return self.bert.encoder  # type: ignore[attr-defined]
+
+    def parameter_breakdown(self) -> dict[str, int]:
+        """Unique parameter counts per part.
+
+        Returns
+        -------
+        dict
+            ``{part: count}`` for the parts in ``PARAMETER_PARTS``: ``embeddings`` (word,
+            position, token-type and their LayerNorm), ``central`` (shared central tensors,
+            or the central cores of unshared MPOs), ``auxiliary`` (the other cores),
+            ``adapters``, ``dense`` (weights of dense encoder matrices), ``norms_biases``
+            (encoder biases and LayerNorms) and ``heads`` (pooler, MLM transform and bias,
+            classifier). The values sum to ``num_parameters(unique=True)``.
+        """
+        out = dict.fromkeys(PARAMETER_PARTS, 0)
+        for name, p in self.unique_named_parameters():
+            out[_part_of(name)] += p.numel()
+        return out
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (bit-exact; shared tensors once)."""
+        from .serialization import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **config_overrides: Any) -> Any:
+        """Load a model saved by ``save_pretrained`` (see ``tnlm_models.serialization``)."""
+        from .serialization import from_pretrained
+
+        return from_pretrained(cls, directory, **config_overrides)
+
+    # ------------------------------------------------------------------ conversion
+    @classmethod
+    def from_bert(cls, source: Any, **kwargs: Any) -> Any:
+        """Build from a pre-trained Hugging Face BERT (see ``tnlm_models.convert.from_bert``)."""
+        from .convert import from_bert
+
+        return from_bert(source, model_class=cls, **kwargs)
+
+    def to_bert(self) -> Any:
+        """The equivalent dense ``transformers`` model (see ``tnlm_models.convert.to_bert``)."""
+        from .convert import to_bert
+
+        return to_bert(self)
+
+
+def _part_of(name: str) -> str:
+    name = name.removeprefix("bert.")
+    if name.startswith("embeddings."):
+        return "embeddings"
+    if not name.startswith("encoder."):
+        return "heads"
+    leaf = name.rsplit(".", 1)[-1]
+    if "central" in name:
+        return "central"
+    if leaf.startswith("core"):
+        return "auxiliary"
+    if leaf.startswith("adapter"):
+        return "adapters"
+    if "norm" in name or leaf == "bias":
+        return "norms_biases"
+    return "dense"
+
+
+class MPOBertModel(MPOBertPreTrainedModel):
+    """The encoder: embeddings, layers, optional pooler.
+
+    Parameters
+    ----------
+    config : MPOBertConfig
+    add_pooling_layer : bool, default True
+        Add the ``tanh(dense(h[:, 0]))`` pooler used by the classification head.
+    """
+
+    def __init__(self, config: MPOBertConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config)
+        self.embeddings = MPOBertEmbeddings(config)
+        self.encoder = MPOBertEncoder(config)
+        self.pooler = (
+            nn.Linear(config.hidden_size, config.hidden_size) if add_pooling_layer else None
+        )
+        if type(self) is MPOBertModel:
+            self.init_weights()
+
+    @property
+    def bert(self) -> MPOBertModel:
+        return self
+
+    def check_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+    ) -> None:
+        """Raise ``ValueError``/``TypeError`` for inputs the model cannot take."""
+        cfg = self.config
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+        if input_ids.ndim != 2:
+            raise ValueError(
+                f"input_ids must have shape (batch, seq), got shape {tuple(input_ids.shape)}"
+            )
+        if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+            raise TypeError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}")
+        seq = input_ids.shape[1]
+        if seq > cfg.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {seq} exceeds max_position_embeddings="
+                f"{cfg.max_position_embeddings} (the position table)"
+            )
+        if input_ids.numel():
+            lo, hi = int(input_ids.min()), int(input_ids.max())
+            if lo < 0 or hi >= cfg.vocab_size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"token id {bad} outside the vocabulary [0, {cfg.vocab_size})")
+        for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if t is not None and tuple(t.shape) != tuple(input_ids.shape):
+                raise ValueError(
+                    f"{name} has shape {tuple(t.shape)}, expected input_ids' shape "
+                    f"{tuple(input_ids.shape)}"
+                )
+        if token_type_ids is not None and token_type_ids.numel():
+            lo, hi = int(token_type_ids.min()), int(token_type_ids.max())
+            if lo < 0 or hi >= cfg.type_vocab_size:
+                raise ValueError(
+                    f"token type id {hi if hi >= cfg.type_vocab_size else lo} outside "
+                    f"[0, type_vocab_size={cfg.type_vocab_size})"
+                )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> MPOBertModelOutput:
+        """Encode a batch.
+
+        Parameters
+        ----------
+        input_ids : LongTensor, shape (batch, seq)
+        attention_mask : Tensor, shape (batch, seq), optional
+            1 for tokens to attend to, 0 for padding.
+        token_type_ids : LongTensor, shape (batch, seq), optional
+            Segment ids (0 for the first sentence, 1 for the second); default zeros.
+        output_hidden_states : bool, default False
+        """
+        self.check_inputs(input_ids, attention_mask, token_type_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, hidden)
+        mask = None
+        if attention_mask is not None:
+            keep = attention_mask[:, None, None, :].to(x.dtype)  # (B, 1, 1, T)
+            mask = (1.0 - keep) * torch.finfo(x.dtype).min  # additive, (B, 1, 1, T)
+        x, states = self.encoder(x, mask, output_hidden_states)
+        pooled = (
+            torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
+        )  # (B, hidden)
+        return MPOBertModelOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=states)
+
+
+class MPOBertLMHead(nn.Module):
+    """Masked-LM head: dense + activation + LayerNorm, then the tied word-embedding decoder."""
+
+    def __init__(self, config: MPOBertConfig) -> None:
+        super().__init__()
+        h = config.hidden_size
+        self.transform = nn.Linear(h, h)
+        self.act = _ACTS[config.hidden_act]
+        self.norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, x: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
+        """``x`` : (B, T, hidden) -> logits (B, T, vocab)."""
+        x = self.norm(self.act(self.transform(x)))
+        return F.linear(x, decoder_weight, self.bias)  # (B, T, vocab)
+
+
+class MPOBertForMaskedLM(MPOBertPreTrainedModel):
+    """MPO BERT with a masked-LM head tied to the word embeddings.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tnlm_models import MPOBertConfig, MPOBertForMaskedLM
+    >>> cfg = MPOBertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+    ...                     num_attention_heads=2, intermediate_size=32, num_cores=2)
+    >>> model = MPOBertForMaskedLM(cfg)
+    >>> model(torch.randint(0, 50, (2, 7))).logits.shape
+    torch.Size([2, 7, 50])
+    """
+
+    def __init__(self, config: MPOBertConfig) -> None:
+        super().__init__(config)
+        self.bert = MPOBertModel(config, add_pooling_layer=False)
+        self.head = MPOBertLMHead(config)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> MPOBertOutput:
+        """Masked-LM logits, and the cross-entropy over labels != -100 if labels are given.
+
+        Parameters
+        ----------
+        input_ids, attention_mask, token_type_ids : Tensor, shape (batch, seq)
+        labels : LongTensor, shape (batch, seq), optional
+            Target ids; -100 marks positions that do not count.
+        output_hidden_states : bool, default False
+        """
+        enc = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        logits = self.head(enc.last_hidden_state, self.bert.embeddings.word_embeddings.weight)
+        loss = None
+        if labels is not None:
+            if tuple(labels.shape) != tuple(input_ids.shape):
+                raise ValueError(
+                    f"labels have shape {tuple(labels.shape)}, expected input_ids' shape "
+                    f"{tuple(input_ids.shape)}"
+                )
+            loss = F.cross_entropy(
+                logits.reshape(-1, self.config.vocab_size),  # (B*T, vocab)
+                labels.reshape(-1),  # (B*T,)
+                ignore_index=-100,
+            )
+        return MPOBertOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
+
+
+class MPOBertForSequenceClassification(MPOBertPreTrainedModel):
+    """MPO BERT with a pooler and a linear classifier (single sentences or pairs).
+
+    ``num_labels == 1`` is regression (MSE loss); otherwise cross-entropy.
+    """
+
+    def __init__(self, config: MPOBertConfig) -> None:
+        super().__init__(config)
+        self.bert = MPOBertModel(config, add_pooling_layer=True)
+        p = config.classifier_dropout
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if p is None else p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> MPOBertOutput:
+        """Classification logits (batch, num_labels), and the loss if labels are given.
+
+        Parameters
+        ----------
+        input_ids, attention_mask, token_type_ids : Tensor, shape (batch, seq)
+            For sentence pairs, ``token_type_ids`` is 0 on the first sentence and 1 on
+            the second.
+        labels : Tensor, shape (batch,), optional
+            Class ids (LongTensor), or float targets when ``num_labels == 1``.
+        """
+        enc = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        logits = self.classifier(self.dropout(enc.pooler_output))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if labels.shape[0] != input_ids.shape[0]:
+                raise ValueError(
+                    f"labels have batch size {labels.shape[0]}, expected {input_ids.shape[0]}"
+                )
+            if self.config.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).reshape(-1))
+            else:
+                loss = F.cross_entropy(logits, labels.reshape(-1).long())
+        return MPOBertOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)

@@ -1,0 +1,461 @@
+"""``MPOLinear``: a linear layer whose weight is a matrix product operator.
+
+The weight ``W`` of shape ``(out_features, in_features)`` (``nn.Linear``'s layout,
+``y = x @ W.T + b``) is held as ``n`` cores; core ``k`` has shape
+``(r_{k-1}, out_k, in_k, r_k)`` with ``r_0 = r_n = 1``, ``prod(out_k) = out_features`` and
+``prod(in_k) = in_features``::
+
+         out_1      out_2      out_3          (rows of W: output features)
+           |          |          |
+    1 --[core0]--r1--[central]--r2--[core2]-- 1
+           |          |          |
+         in_1       in_2       in_3           (columns of W: input features)
+
+The core at index ``n // 2`` is the *central tensor*; it may be a parameter shared with other
+layers (MPOBERT). An optional low-rank adapter ``up @ down`` (rank ``adapter_size``, ``up``
+zero at initialisation) is added to the weight.
+
+The forward pass chooses, by FLOP count for the actual number of input rows, between
+rebuilding ``W`` and doing one GEMM ("dense") or contracting the input through the cores
+("cores"); the choice and the contraction plans are cached per row count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tnlm
+
+from .config import FORWARD_MODES, auto_factorize
+
+__all__ = ["MPOLinear", "full_bond_dims"]
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def full_bond_dims(
+    out_dims: Sequence[int], in_dims: Sequence[int], bond_dim: int | None = None
+) -> tuple[int, ...]:
+    """Bond dimensions ``(r_0, ..., r_n)`` of an MPO with the given factorisation.
+
+    ``r_k = min(prod_{m<=k} out_m in_m, prod_{m>k} out_m in_m, bond_dim)``, the exact
+    (full) rank when ``bond_dim`` is None.
+
+    Examples
+    --------
+    >>> full_bond_dims((4, 4), (4, 4))
+    (1, 16, 1)
+    """
+    sizes = [o * i for o, i in zip(out_dims, in_dims)]
+    n = len(sizes)
+    bonds = [1]
+    for k in range(1, n):
+        r = min(math.prod(sizes[:k]), math.prod(sizes[k:]))
+        if bond_dim is not None:
+            r = min(r, int(bond_dim))
+        bonds.append(r)
+    bonds.append(1)
+    return tuple(bonds)
+
+
+def _isometry(rows: int, cols: int, generator: torch.Generator | None, **kw: Any) -> torch.Tensor:
+    """A random ``(rows, cols)`` matrix with orthonormal columns (rows >= cols) or rows."""
+    tall = rows >= cols
+    a = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)  # (max, min)
+    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+    q = q if tall else q.T
+    return q.to(**kw)
+
+
+class MPOLinear(nn.Module):
+    """A linear layer ``y = x @ W.T + b`` with ``W`` stored as MPO cores.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Dimensions of the layer, as for ``nn.Linear``.
+    out_dims, in_dims : sequence of int, optional
+        Factorisations of ``out_features`` and ``in_features`` (same length ``n``); default
+        ``auto_factorize(dim, num_cores)``.
+    num_cores : int, default 5
+        ``n`` when the factorisations are automatic.
+    bond_dim : int, optional
+        Cap on every bond (None: full rank, i.e. any matrix is representable).
+    bias : bool, default True
+    central : nn.Parameter, optional
+        A central tensor of shape ``(r_c, out_c, in_c, r_{c+1})`` (``c = n // 2``) to share
+        with other layers. It is registered as this module's ``central`` parameter (same
+        object, same storage).
+    adapter_size : int, default 0
+        Rank of the additive low-rank adapter ``up @ down`` (``up`` zero-initialised).
+    forward_mode : {"auto", "dense", "cores"}
+        "dense" rebuilds ``W`` and does one GEMM; "cores" contracts the input through the
+        cores; "auto" picks the one with fewer FLOPs for the input's row count.
+    std : float, default 0.02
+        Target standard deviation of the rebuilt weight (see ``reset_parameters``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> lin = MPOLinear(16, 8, num_cores=2)
+    >>> lin(torch.randn(3, 16)).shape
+    torch.Size([3, 8])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        out_dims: Sequence[int] | None = None,
+        in_dims: Sequence[int] | None = None,
+        num_cores: int = 5,
+        bond_dim: int | None = None,
+        bias: bool = True,
+        central: nn.Parameter | None = None,
+        adapter_size: int = 0,
+        forward_mode: str = "auto",
+        std: float = 0.02,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if forward_mode not in FORWARD_MODES:
+            raise ValueError(
+                f"unknown forward_mode {forward_mode!r}; expected one of {', '.join(FORWARD_MODES)}"
+            )
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        out_dims = (
+            tuple(out_dims) if out_dims is not None else auto_factorize(out_features, num_cores)
+        )
+        in_dims = tuple(in_dims) if in_dims is not None else auto_factorize(in_features, num_cores)
+        if len(out_dims) != len(in_dims):
+            raise ValueError(
+                f"out_dims {out_dims} and in_dims {in_dims} must have the same number of factors"
+            )
+        if math.prod(out_dims) != out_features or math.prod(in_dims) != in_features:
+            raise ValueError(
+                f"factorisation ({out_dims}, {in_dims}) multiplies to "
+                f"({math.prod(out_dims)}, {math.prod(in_dims)}), expected "
+                f"(out_features={out_features}, in_features={in_features})"
+            )
+        if bond_dim is not None and bond_dim < 1:
+            raise ValueError(f"bond_dim must be None or >= 1, got {bond_dim!r}")
+        self.out_dims, self.in_dims = out_dims, in_dims
+        self.num_cores = len(out_dims)
+        self.central_index = self.num_cores // 2
+        self.bond_dim = bond_dim
+        self.bond_dims = full_bond_dims(out_dims, in_dims, bond_dim)
+        self.forward_mode = forward_mode
+        factory = {"device": device, "dtype": dtype}
+        for k in range(self.num_cores):
+            shape = self.core_shape(k)
+            if k == self.central_index and central is not None:
+                if tuple(central.shape) != shape:
+                    raise ValueError(
+                        f"shared central tensor has shape {tuple(central.shape)}, expected {shape}"
+                    )
+                self.central = central
+            else:
+                p = nn.Parameter(torch.empty(shape, **factory))
+                self.register_parameter(self.core_name(k), p)
+        self.bias = nn.Parameter(torch.zeros(out_features, **factory)) if bias else None
+        self.adapter_size = int(adapter_size)
+        if self.adapter_size < 0:
+            raise ValueError(f"adapter_size must be >= 0, got {adapter_size!r}")
+        if self.adapter_size:
+            self.adapter_down = nn.Parameter(torch.empty(self.adapter_size, in_features, **factory))
+            self.adapter_up = nn.Parameter(torch.zeros(out_features, self.adapter_size, **factory))
+        else:
+            self.adapter_down = None
+            self.adapter_up = None
+        self._mode_cache: dict[int, str] = {}
+        self.reset_parameters(std, init_central=central is None)
+
+    # ------------------------------------------------------------------ structure
+    def core_name(self, k: int) -> str:
+        """Parameter name of core ``k`` ("central" for the central one, else "core{k}")."""
+        return "central" if k == self.central_index else f"core{k}"
+
+    def core_shape(self, k: int) -> tuple[int, int, int, int]:
+        """``(r_{k}, out_k, in_k, r_{k+1})`` of core ``k``."""
+        r = self.bond_dims
+        return (r[k], self.out_dims[k], self.in_dims[k], r[k + 1])
+
+    @property
+    def cores(self) -> list[torch.Tensor]:
+        """The ``n`` cores, in order, each ``(r_left, out_k, in_k, r_right)``."""
+        return [getattr(self, self.core_name(k)) for k in range(self.num_cores)]
+
+    def auxiliary_parameters(self) -> list[nn.Parameter]:
+        """The non-central cores."""
+        return [c for k, c in enumerate(self.cores) if k != self.central_index]
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"out_dims={self.out_dims}, in_dims={self.in_dims}, bond_dims={self.bond_dims}, "
+            f"adapter_size={self.adapter_size}, forward_mode={self.forward_mode!r}"
+        )
+
+    # ------------------------------------------------------------------ initialisation
+    @torch.no_grad()
+    def reset_parameters(
+        self,
+        std: float = 0.02,
+        *,
+        init_central: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """Initialise the cores so that the rebuilt weight has standard deviation ``std``.
+
+        Cores left of the centre are random left-orthonormal isometries
+        (``core.reshape(r_l * out_k * in_k, r_r)`` has orthonormal columns), cores right of
+        it right-orthonormal, so the map from the central tensor to ``W`` preserves the
+        Frobenius norm. The central tensor is Gaussian with std
+        ``std * sqrt(out * in / central.numel())``, hence
+        ``E ||W||_F^2 = std^2 * out * in``. At full bond dimension the map is orthogonal and
+        ``W`` is exactly i.i.d. ``N(0, std^2)``; with a bond cap the mean entry variance is
+        ``std^2``. The bias is zero, ``adapter_down`` is ``N(0, std^2)`` and
+        ``adapter_up`` zero (the adapter starts as the zero matrix).
+        """
+        kw = {"dtype": self.core0_like().dtype, "device": self.core0_like().device}
+        c = self.central_index
+        for k in range(self.num_cores):
+            if k == c:
+                continue
+            r_l, o, i, r_r = self.core_shape(k)
+            if k < c:
+                q = _isometry(r_l * o * i, r_r, generator, **kw)  # (r_l*o*i, r_r)
+            else:
+                q = _isometry(r_l, o * i * r_r, generator, **kw)  # (r_l, o*i*r_r)
+            getattr(self, self.core_name(k)).copy_(q.reshape(r_l, o, i, r_r))
+        if init_central:
+            central = self.central
+            std_c = std * math.sqrt(self.out_features * self.in_features / central.numel())
+            central.copy_(
+                torch.randn(central.shape, generator=generator, dtype=torch.float64).to(**kw)
+                * std_c
+            )
+        if self.bias is not None:
+            self.bias.zero_()
+        if self.adapter_size:
+            self.adapter_down.copy_(
+                torch.randn(self.adapter_down.shape, generator=generator, dtype=torch.float64).to(
+                    **kw
+                )
+                * std
+            )
+            self.adapter_up.zero_()
+
+    def core0_like(self) -> torch.Tensor:
+        """A parameter of this module (for dtype/device)."""
+        return getattr(self, self.core_name(0))
+
+    @torch.no_grad()
+    def set_cores(self, cores: Sequence[Any], *, include_central: bool = True) -> None:
+        """Copy ``cores`` (layout ``(r_l, out_k, in_k, r_r)``) into the parameters.
+
+        Raises
+        ------
+        ValueError
+            If the number of cores or a core's shape differs from this layer's.
+        """
+        if len(cores) != self.num_cores:
+            raise ValueError(f"expected {self.num_cores} cores, got {len(cores)}")
+        for k, core in enumerate(cores):
+            if k == self.central_index and not include_central:
+                continue
+            t = torch.as_tensor(core)
+            if tuple(t.shape) != self.core_shape(k):
+                raise ValueError(
+                    f"core {k} has shape {tuple(t.shape)}, expected {self.core_shape(k)} "
+                    f"(bond_dims={self.bond_dims})"
+                )
+            getattr(self, self.core_name(k)).copy_(t)
+
+    # ------------------------------------------------------------------ contraction plans
+    def _core_terms(self) -> tuple[list[str], str, str]:
+        n = self.num_cores
+        bonds = _LETTERS[: n + 1]
+        outs = _LETTERS[n + 1 : 2 * n + 1]
+        ins = _LETTERS[2 * n + 1 : 3 * n + 1]
+        terms = [bonds[k] + outs[k] + ins[k] + bonds[k + 1] for k in range(n)]
+        return terms, outs, ins
+
+    def _rebuild_eq(self) -> str:
+        terms, outs, ins = self._core_terms()
+        return ",".join(terms) + "->" + outs + ins  # (out_1..out_n, in_1..in_n)
+
+    def _input_eq(self) -> str:
+        terms, outs, ins = self._core_terms()
+        return "Z" + ins + "," + ",".join(terms) + "->Z" + outs  # (N, out_1..out_n)
+
+    def cost(self, rows: int) -> dict[str, int]:
+        """FLOPs of the two strategies for an input with ``rows`` rows.
+
+        Returns
+        -------
+        dict
+            ``{"dense": rebuild + GEMM flops, "cores": input-contraction flops}``.
+        """
+        shapes = [self.core_shape(k) for k in range(self.num_cores)]
+        rebuild = (
+            self.rebuild_flops() + 2 * self.adapter_size * self.in_features * self.out_features
+        )
+        gemm = 2 * rows * self.in_features * self.out_features
+        x_shape = (rows, *self.in_dims)
+        cores = tnlm.contract_cost(self._input_eq(), x_shape, *shapes).flops
+        extra = 2 * rows * self.adapter_size * (self.in_features + self.out_features)
+        return {"dense": rebuild + gemm, "cores": cores + extra}
+
+    def choose_mode(self, rows: int) -> str:
+        """The strategy the forward uses for ``rows`` input rows ("dense" or "cores")."""
+        if self.forward_mode != "auto":
+            return self.forward_mode
+        mode = self._mode_cache.get(rows)
+        if mode is None:
+            c = self.cost(rows)
+            mode = "cores" if c["cores"] < c["dense"] else "dense"
+            self._mode_cache[rows] = mode
+        return mode
+
+    # ------------------------------------------------------------------ forward
+    def mpo_weight(self) -> torch.Tensor:
+        """The weight rebuilt from the cores alone, shape ``(out_features, in_features)``.
+
+        A left-to-right sweep of plain matrix products (each a GEMM with no permutation),
+        then one permutation from the interleaved ``(out_1, in_1, ..., out_n, in_n)`` order
+        to ``(out, in)``.
+        """
+        cores = self.cores
+        t = cores[0].reshape(-1, cores[0].shape[-1])  # (out_1 in_1, r_1)
+        for core in cores[1:]:
+            r_l, o, i, r_r = core.shape
+            t = t @ core.reshape(r_l, o * i * r_r)  # (P, o i r_r)
+            t = t.reshape(-1, r_r)  # (P o i, r_r)
+        n = self.num_cores
+        inter = [d for k in range(n) for d in (self.out_dims[k], self.in_dims[k])]
+        perm = [2 * k for k in range(n)] + [2 * k + 1 for k in range(n)]
+        w = t.reshape(inter).permute(perm)  # (out_1..out_n, in_1..in_n)
+        return w.reshape(self.out_features, self.in_features)  # (out, in)
+
+    def rebuild_flops(self) -> int:
+        """FLOPs of ``mpo_weight()`` (the left-to-right sweep)."""
+        flops, rows = 0, 1
+        for k in range(self.num_cores):
+            r_l, o, i, r_r = self.core_shape(k)
+            if k:
+                flops += 2 * rows * r_l * o * i * r_r
+            rows *= o * i
+        return flops
+
+    def rebuild_weight(self) -> torch.Tensor:
+        """The full weight ``W = MPO + up @ down``, shape ``(out_features, in_features)``."""
+        w = self.mpo_weight()
+        if self.adapter_size:
+            w = torch.addmm(w, self.adapter_up, self.adapter_down)  # (out, r) @ (r, in)
+        return w
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Alias of ``rebuild_weight()`` (so code written for ``nn.Linear`` can read it)."""
+        return self.rebuild_weight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the layer.
+
+        Parameters
+        ----------
+        x : Tensor, shape (..., in_features)
+
+        Returns
+        -------
+        Tensor, shape (..., out_features)
+        """
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"input has {x.shape[-1]} features in its last dimension, expected "
+                f"in_features={self.in_features}"
+            )
+        lead = x.shape[:-1]
+        rows = math.prod(lead)
+        if self.choose_mode(rows) == "dense":
+            return F.linear(x, self.rebuild_weight(), self.bias)
+        x2 = x.reshape(rows, *self.in_dims)  # (N, in_1, ..., in_n)
+        y = tnlm.contract(self._input_eq(), x2, *self.cores)  # (N, out_1, ..., out_n)
+        y = y.reshape(*lead, self.out_features)  # (..., out)
+        if self.adapter_size:
+            y = y + (x @ self.adapter_down.T) @ self.adapter_up.T  # (..., r) -> (..., out)
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    # ------------------------------------------------------------------ conversion
+    @classmethod
+    def from_dense(
+        cls,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        *,
+        out_dims: Sequence[int] | None = None,
+        in_dims: Sequence[int] | None = None,
+        num_cores: int = 5,
+        bond_dim: int | None = None,
+        **kwargs: Any,
+    ) -> MPOLinear:
+        """Decompose a dense ``(out, in)`` weight with ``tnlm.mpo_decompose``.
+
+        At full bond dimension the rebuilt weight equals ``weight`` up to rounding.
+        """
+        if weight.ndim != 2:
+            raise ValueError(f"weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
+        out_f, in_f = (int(d) for d in weight.shape)
+        layer = cls(
+            in_f,
+            out_f,
+            out_dims=out_dims,
+            in_dims=in_dims,
+            num_cores=num_cores,
+            bond_dim=bond_dim,
+            bias=bias is not None,
+            dtype=weight.dtype,
+            device=weight.device,
+            **kwargs,
+        )
+        mpo = tnlm.mpo_decompose(weight.detach(), (layer.out_dims, layer.in_dims), bond_dim)
+        layer.set_cores(_pad_cores(list(mpo.cores), layer))
+        if bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(bias)
+        return layer
+
+
+def _pad_cores(cores: list[Any], layer: MPOLinear) -> list[torch.Tensor]:
+    """Zero-pad decomposed cores whose bonds came out smaller than the layer's bonds.
+
+    ``tnlm.mpo_decompose`` may return smaller bonds (numerical rank); padding with zeros
+    leaves the represented matrix unchanged.
+    """
+    out = []
+    for k, core in enumerate(cores):
+        t = torch.as_tensor(core)
+        target = layer.core_shape(k)
+        if tuple(t.shape) != target:
+            if any(a > b for a, b in zip(t.shape, target)):
+                raise ValueError(
+                    f"decomposed core {k} has shape {tuple(t.shape)}, larger than {target}"
+                )
+            p = t.new_zeros(target)
+            p[: t.shape[0], :, :, : t.shape[3]] = t
+            t = p
+        out.append(t)
+    return out
