@@ -1,0 +1,256 @@
+"""Shared test fixtures: array backends, dtypes, constructed test matrices, hypothesis profiles.
+
+Every array test takes the ``backend`` fixture (numpy and torch) and usually ``dtype`` (float32,
+float64, complex64, complex128), so it runs on each combination. ``backend`` makes arrays in its
+library and checks that results came back in that library with the expected dtype: a torch test
+fails if anything silently became numpy (or changed dtype).
+
+Hypothesis profiles: "ci" is deterministic (derandomized, modest example counts), "dev" explores
+more. "ci" is loaded when the environment variable ``CI`` is set, else "dev";
+``HYPOTHESIS_PROFILE`` overrides both.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=12,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev",
+    max_examples=40,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
+
+DTYPES = ("float32", "float64", "complex64", "complex128")
+
+
+# --------------------------------------------------------------------------------------------
+# backends
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Make arrays in one library and check that results stay in it."""
+
+    name: str
+
+    @property
+    def dtypes(self) -> tuple[str, ...]:
+        """Dtype names this backend supports (both support all of DTYPES)."""
+        return DTYPES
+
+    def native_dtype(self, dtype: str) -> Any:
+        if self.name == "torch":
+            import torch
+
+            return getattr(torch, dtype)
+        return np.dtype(dtype)
+
+    def asarray(self, a: Any, dtype: str) -> Any:
+        """``a`` (numpy data) as an array of this backend with ``dtype``."""
+        a = np.asarray(a)
+        if dtype == "bfloat16" or np.dtype(dtype).kind != "c":
+            a = a.real
+        if self.name == "torch":
+            import torch
+
+            return torch.as_tensor(np.ascontiguousarray(a)).to(self.native_dtype(dtype))
+        return np.ascontiguousarray(a).astype(dtype)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A float64/complex128 numpy copy of ``x`` (any backend)."""
+        if self.name == "torch" and not isinstance(x, (np.ndarray, np.generic)):
+            import torch
+
+            t = x.detach().cpu()
+            t = t.to(torch.complex128 if t.dtype.is_complex else torch.float64)
+            return t.numpy()
+        a = np.asarray(x)
+        return a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
+
+    def spectral(
+        self, rows: int, cols: int, seed: int, decay: float, dtype: str, scale: float = 1.0
+    ) -> tuple[Any, np.ndarray]:
+        """A constructed-spectrum matrix in this backend and dtype, and its exact values as a
+        float64/complex128 numpy oracle (after rounding to ``dtype``)."""
+        w = self.asarray(spectral_matrix(rows, cols, seed, decay, dtype, scale), dtype)
+        return w, self.to_numpy(w)
+
+    def check(self, x: Any, dtype: str) -> None:
+        """Assert that ``x`` is an array of this backend with ``dtype``."""
+        if self.name == "torch":
+            import torch
+
+            assert isinstance(x, torch.Tensor), f"expected a torch.Tensor, got {type(x)}"
+            assert x.dtype == self.native_dtype(dtype), f"dtype {x.dtype}, expected {dtype}"
+        else:
+            assert isinstance(x, (np.ndarray, np.generic)), f"expected numpy, got {type(x)}"
+            assert np.dtype(x.dtype) == np.dtype(dtype), f"dtype {x.dtype}, expected {dtype}"
+
+
+@pytest.fixture(scope="session", params=["numpy", "torch"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "torch":
+        pytest.importorskip("torch")
+    return Backend(request.param)
+
+
+@pytest.fixture(scope="session", params=DTYPES)
+def dtype(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session", params=("float32", "float64"))
+def real_dtype(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+# --------------------------------------------------------------------------------------------
+# tolerances
+# --------------------------------------------------------------------------------------------
+
+
+def eps_of(dtype: str) -> float:
+    """Machine epsilon of the real part of ``dtype``."""
+    if dtype == "bfloat16":
+        return 2.0**-7
+    return float(np.finfo(np.dtype(dtype)).eps)
+
+
+def real_of(dtype: str) -> str:
+    return {"complex64": "float32", "complex128": "float64"}.get(dtype, dtype)
+
+
+def atol(dtype: str, size: int, scale: float, c: float = 10.0) -> float:
+    """Absolute rounding allowance ``c * eps * sqrt(size) * scale`` for a result of ``size``
+    entries computed from data of norm ``scale`` in ``dtype``."""
+    return c * eps_of(dtype) * math.sqrt(max(size, 1)) * scale
+
+
+# --------------------------------------------------------------------------------------------
+# constructed test data (explicit seeds, private generators)
+# --------------------------------------------------------------------------------------------
+
+
+def random_orthonormal(rng: np.random.Generator, m: int, k: int, complex_: bool) -> np.ndarray:
+    """``m x k`` matrix with orthonormal columns (Haar-like, from a QR of a Gaussian)."""
+    a = rng.standard_normal((m, k))
+    if complex_:
+        a = a + 1j * rng.standard_normal((m, k))
+    q, r = np.linalg.qr(a)
+    d = np.diagonal(r)
+    return q * (d / np.abs(d))[None, :]
+
+
+def spectral_matrix(
+    rows: int, cols: int, seed: int, decay: float, dtype: str = "float64", scale: float = 1.0
+) -> np.ndarray:
+    """``U diag(s) V^H`` with ``s_k = scale * exp(-decay * k)``: a matrix whose singular
+    values are chosen (distinct, decaying), with random orthonormal factors from ``seed``."""
+    rng = np.random.default_rng(seed)
+    k = min(rows, cols)
+    cplx = dtype != "bfloat16" and np.dtype(dtype).kind == "c"
+    u = random_orthonormal(rng, rows, k, cplx)
+    v = random_orthonormal(rng, cols, k, cplx)
+    s = scale * np.exp(-decay * np.arange(k))
+    return (u * s[None, :]) @ v.conj().T
+
+
+def spectral_tensor(dims: Sequence[int], seed: int, decay: float, dtype: str) -> np.ndarray:
+    """A tensor of shape ``dims`` whose unfolding at the middle has a constructed spectrum."""
+    dims = tuple(dims)
+    h = len(dims) // 2 if len(dims) > 1 else 1
+    rows, cols = math.prod(dims[:h]), math.prod(dims[h:])
+    return spectral_matrix(rows, cols, seed, decay, dtype).reshape(dims)
+
+
+def full_ranks(dims: Sequence[int]) -> tuple[int, ...]:
+    """``r_k = min(prod_{m<=k} d_m, prod_{m>k} d_m)`` for k = 1..n-1."""
+    return tuple(
+        min(math.prod(dims[: k + 1]), math.prod(dims[k + 1 :])) for k in range(len(dims) - 1)
+    )
+
+
+def interleave(w: np.ndarray, row_dims: Sequence[int], col_dims: Sequence[int]) -> np.ndarray:
+    """``W`` as the tensor the MPO factorises: axes ``(i_1 j_1, ..., i_n j_n)`` merged."""
+    n = len(row_dims)
+    t = np.asarray(w).reshape(tuple(row_dims) + tuple(col_dims))
+    t = t.transpose([ax for k in range(n) for ax in (k, n + k)])
+    return t.reshape([i * j for i, j in zip(row_dims, col_dims)])
+
+
+def unfolding_spectra(t: np.ndarray) -> list[np.ndarray]:
+    """Singular values of every unfolding ``(d_1..d_k) x (d_{k+1}..d_n)``, k = 1..n-1
+    (numpy's SVD: the oracle)."""
+    dims = t.shape
+    return [
+        np.linalg.svd(t.reshape(math.prod(dims[: k + 1]), -1), compute_uv=False)
+        for k in range(len(dims) - 1)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# hypothesis strategies (drawn inside tests with st.data(), via the ``tn`` fixture)
+# --------------------------------------------------------------------------------------------
+
+#: Largest factor per core for n cores: keeps every test matrix below ~6,600 entries.
+_MAX_FACTOR = {1: 4, 2: 4, 3: 4, 4: 3}
+
+
+@st.composite
+def mpo_shapes(draw: Any, min_cores: int = 1, max_cores: int = 4) -> tuple[tuple[int, ...], ...]:
+    """``(row_dims, col_dims)``: n in [min_cores, max_cores] cores, factors 1..4."""
+    n = draw(st.integers(min_cores, max_cores))
+    f = st.integers(1, _MAX_FACTOR[n])
+    rows = tuple(draw(st.lists(f, min_size=n, max_size=n)))
+    cols = tuple(draw(st.lists(f, min_size=n, max_size=n)))
+    return rows, cols
+
+
+seeds = st.integers(0, 2**32 - 1)
+decays = st.floats(0.05, 1.5)
+
+
+class _Namespace:
+    """Helpers reachable from tests as ``tn.<name>``."""
+
+    Backend = Backend
+    mpo_shapes = staticmethod(mpo_shapes)
+    seeds = seeds
+    decays = decays
+    spectral_matrix = staticmethod(spectral_matrix)
+    spectral_tensor = staticmethod(spectral_tensor)
+    random_orthonormal = staticmethod(random_orthonormal)
+    full_ranks = staticmethod(full_ranks)
+    interleave = staticmethod(interleave)
+    unfolding_spectra = staticmethod(unfolding_spectra)
+    eps_of = staticmethod(eps_of)
+    real_of = staticmethod(real_of)
+    atol = staticmethod(atol)
+
+
+@pytest.fixture(scope="session")
+def tn() -> _Namespace:
+    return _Namespace()
