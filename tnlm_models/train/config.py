@@ -1,0 +1,436 @@
+"""``TrainConfig``: every hyper-parameter of a pre-training or fine-tuning run.
+
+A config is built from keyword arguments, a dict, or a TOML/YAML file, plus overrides
+(``key=value`` strings from the command line). Unknown keys and values of the wrong type are
+errors that name the key and list the valid ones. The ``model`` table holds
+``MPOBertConfig`` fields used when the trainer builds a new model.
+
+Example TOML::
+
+    task = "pretrain"
+    max_steps = 200
+    learning_rate = 1e-3
+
+    [model]
+    hidden_size = 128
+    num_hidden_layers = 4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "LR_SCHEDULES",
+    "PRECISIONS",
+    "TASKS",
+    "TrainConfig",
+    "load_config",
+    "parse_override",
+]
+
+TASKS = ("pretrain", "finetune")
+LR_SCHEDULES = ("linear", "cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+#: The small MPOBERT that ``tnlm-train pretrain`` builds when no model is given: it trains
+#: on the built-in corpus in a few minutes on two CPU cores.
+DEFAULT_MODEL: dict[str, Any] = {
+    "hidden_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 512,
+    "max_position_embeddings": 128,
+    "num_cores": 3,
+    "adapter_size": 4,
+}
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training run.
+
+    Parameters
+    ----------
+    task : {"pretrain", "finetune"}
+        Masked-LM pre-training on text, or sequence classification on TSV files.
+    output_dir : str, optional
+        Run directory; default ``runs/<run_name>``.
+    run_name : str, optional
+        Default ``<task>-<YYYYmmdd-HHMMSS>``.
+    seed : int
+        Seeds model initialisation, data order, masks, dropout and the train/valid split.
+    train_data, valid_data : list of str
+        Files or folders. Pre-training: text, one document per line (empty: the built-in
+        corpus); without ``valid_data`` a seeded ``valid_fraction`` of the documents is held
+        out. Fine-tuning: GLUE-style TSV files.
+    valid_fraction : float
+        Held-out fraction of the documents when ``valid_data`` is empty (pre-training).
+    text_format : {"blocks", "lines"}
+        Pack the text into blocks of ``max_seq_length`` tokens, or one example per line.
+    max_seq_length : int
+        Tokens per example, ``[CLS]``/``[SEP]`` included; at most the model's
+        ``max_position_embeddings``.
+    max_train_examples, max_valid_examples : int, optional
+        Keep only the first examples (quick runs).
+    tokenizer : str, optional
+        A ``vocab.txt``, ``tokenizer.json`` or checkpoint directory. Default: the
+        checkpoint's tokenizer when fine-tuning or resuming, else a WordPiece vocabulary of
+        ``vocab_size`` trained on the training text.
+    vocab_size : int
+    lowercase : bool
+    mlm_probability : float
+        Fraction of tokens chosen for the masked-LM loss (80% ``[MASK]``, 10% random,
+        10% kept).
+    text_a_column, text_b_column, label_column : int or str, optional
+        TSV column indices or header names; default: recognise SST-2, CoLA or a
+        ``sentence1/sentence2/label`` header.
+    has_header : bool, optional
+        Whether TSV files start with a header row (default: when columns are named).
+    label_list : list of str, optional
+        The label set; default: the sorted labels of the training file.
+    regression : bool
+        Real-valued labels, a single output and MSE loss.
+    init_from : str, optional
+        Checkpoint or run directory to start from (fine-tuning: an MLM checkpoint).
+    learning_rate : float
+        Peak learning rate.
+    central_lr_factor : float
+        Central tensors train at ``learning_rate * central_lr_factor``.
+    weight_decay : float
+        AdamW decoupled weight decay, applied to every parameter of two or more dimensions
+        whose name contains none of ``no_decay``; never to biases and norms.
+    no_decay : list of str
+        Name fragments of parameters exempt from weight decay.
+    adam_beta1, adam_beta2, adam_eps : float
+    lr_schedule : {"linear", "cosine", "constant"}
+        Decay after warm-up, down to ``min_lr_ratio * learning_rate``.
+    warmup_steps : int
+        Linear warm-up length.
+    min_lr_ratio : float
+    max_steps : int, optional
+        Optimizer steps; default ``num_epochs`` epochs.
+    num_epochs : int
+    batch_size : int
+        Examples per optimizer step over all processes and accumulation steps; it must be
+        divisible by ``gradient_accumulation_steps * world_size``.
+    gradient_accumulation_steps : int
+    max_grad_norm : float
+        Gradient clipping threshold (0 disables clipping).
+    precision : {"auto", "fp32", "bf16"}
+        ``auto``: bf16 autocast on GPUs that support it, fp32 elsewhere.
+    device : str
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    eval_batch_size : int
+        Per-process evaluation batch size.
+    eval_every, save_every, log_every : int
+        In optimizer steps; 0 means only at the end (evaluate, save) or never (log).
+    keep_last : int
+        Checkpoints kept besides the best one.
+    metric_for_best : str, optional
+        Validation metric that selects the best checkpoint; default ``loss`` (pre-training),
+        ``accuracy`` (classification) or ``loss`` (regression).
+    resume : bool or str
+        Continue from the latest checkpoint of ``output_dir`` (True) or from the given
+        checkpoint path.
+    num_workers : int
+        DataLoader worker processes.
+    num_threads : int, optional
+        ``torch.set_num_threads`` value.
+    progress : bool
+        Show a progress bar (rank 0 only).
+    model : dict
+        ``MPOBertConfig`` fields for a new model (merged over :data:`DEFAULT_MODEL`).
+    """
+
+    task: str = "pretrain"
+    output_dir: str | None = None
+    run_name: str | None = None
+    seed: int = 0
+    # data
+    train_data: list[str] = field(default_factory=list)
+    valid_data: list[str] = field(default_factory=list)
+    valid_fraction: float = 0.05
+    text_format: str = "blocks"
+    max_seq_length: int = 128
+    max_train_examples: int | None = None
+    max_valid_examples: int | None = None
+    tokenizer: str | None = None
+    vocab_size: int = 8000
+    lowercase: bool = True
+    mlm_probability: float = 0.15
+    text_a_column: int | str | None = None
+    text_b_column: int | str | None = None
+    label_column: int | str | None = None
+    has_header: bool | None = None
+    label_list: list[str] | None = None
+    regression: bool = False
+    init_from: str | None = None
+    # optimisation
+    learning_rate: float = 1e-3
+    central_lr_factor: float = 1.0
+    weight_decay: float = 0.01
+    no_decay: list[str] = field(default_factory=lambda: ["bias", "LayerNorm", "layer_norm", "norm"])
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    lr_schedule: str = "linear"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    max_steps: int | None = None
+    num_epochs: int = 1
+    batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    precision: str = "auto"
+    device: str = "auto"
+    # evaluation, logging, checkpoints
+    eval_batch_size: int = 64
+    eval_every: int = 0
+    save_every: int = 0
+    log_every: int = 10
+    keep_last: int = 2
+    metric_for_best: str | None = None
+    resume: bool | str = False
+    num_workers: int = 0
+    num_threads: int | None = None
+    progress: bool = True
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of every field."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def validate(self) -> None:
+        """Check types and ranges; raise ``TypeError``/``ValueError`` naming the field."""
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+                setattr(self, f.name, value)
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+                setattr(self, f.name, value)
+            _check_type(f.name, value, hints[f.name])
+            if (
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and float in _args(hints[f.name])
+            ):
+                setattr(self, f.name, float(value))
+        for name, options in (
+            ("task", TASKS),
+            ("lr_schedule", LR_SCHEDULES),
+            ("precision", PRECISIONS),
+            ("text_format", ("blocks", "lines")),
+        ):
+            if getattr(self, name) not in options:
+                raise ValueError(
+                    f"{name} must be one of {list(options)}, got {getattr(self, name)!r}"
+                )
+        positive = (
+            "max_seq_length",
+            "vocab_size",
+            "num_epochs",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "eval_batch_size",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        non_negative = (
+            "warmup_steps",
+            "eval_every",
+            "save_every",
+            "log_every",
+            "keep_last",
+            "num_workers",
+            "weight_decay",
+            "max_grad_norm",
+        )
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("max_steps", "max_train_examples", "max_valid_examples", "num_threads"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be None or >= 1, got {v!r}")
+        if self.learning_rate <= 0 or self.central_lr_factor < 0:
+            raise ValueError(
+                f"learning_rate must be > 0 and central_lr_factor >= 0, got "
+                f"{self.learning_rate!r} and {self.central_lr_factor!r}"
+            )
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction!r}")
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        if self.max_seq_length < 8:
+            raise ValueError(f"max_seq_length must be >= 8, got {self.max_seq_length}")
+        if self.batch_size % self.gradient_accumulation_steps:
+            raise ValueError(
+                f"batch_size={self.batch_size} is not divisible by "
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps}"
+            )
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON/TOML-serialisable dict (``from_dict`` inverts it)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, rejecting unknown keys (the valid ones are listed)."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a training config must be a mapping, got {type(d).__name__}")
+        names = cls.field_names()
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(
+                f"unknown training config key(s) {unknown}; valid keys are: {', '.join(names)}"
+            )
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A validated copy with some fields changed (unknown keys rejected)."""
+        d = self.to_dict()
+        d.update(changes)
+        return TrainConfig.from_dict(d)
+
+
+# ---------------------------------------------------------------------------- type checks
+def _args(tp: Any) -> tuple[Any, ...]:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return typing.get_args(tp)
+    return (tp,)
+
+
+def _type_name(tp: Any) -> str:
+    return " | ".join(
+        "None" if a is type(None) else getattr(a, "__name__", str(a)) for a in _args(tp)
+    ).replace("list", "list")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp)
+
+
+def _check_type(name: str, value: Any, tp: Any) -> None:
+    if not any(_matches(value, a) for a in _args(tp)):
+        expected = " or ".join(
+            "None"
+            if a is type(None)
+            else str(a).replace("typing.", "")
+            if typing.get_origin(a)
+            else a.__name__
+            for a in _args(tp)
+        )
+        raise TypeError(
+            f"training config key {name!r} must be {expected}, got {type(value).__name__} {value!r}"
+        )
+
+
+# ---------------------------------------------------------------------------- files
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse ``key=value``; the value is read as a TOML value (``1e-3``, ``true``,
+    ``[1, 2]``, ``"text"``), or taken as a plain string when it is not one."""
+    if "=" not in item:
+        raise ValueError(f"an override must look like key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def _read_file(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"{p}: invalid TOML: {e}") from None
+    elif p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: invalid YAML: {e}") from None
+    else:
+        raise ValueError(f"config file must end in .toml, .yaml or .yml, got {p.name!r}")
+    if not isinstance(data, dict):
+        raise TypeError(f"{p}: a config file must hold a table of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> TrainConfig:
+    """Read a TOML or YAML config and apply overrides.
+
+    Parameters
+    ----------
+    path : path, optional
+        ``.toml``, ``.yaml`` or ``.yml`` file.
+    overrides : list of "key=value" or dict, optional
+        Applied after the file; ``model.<field>=value`` sets one model field.
+
+    Returns
+    -------
+    TrainConfig
+    """
+    data: dict[str, Any] = _read_file(path) if path is not None else {}
+    items = (
+        overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
+    )
+    for key, value in items:
+        if key.startswith("model."):
+            model = dict(data.get("model") or {})
+            model[key[len("model.") :]] = value
+            data["model"] = model
+        else:
+            data[key] = value
+    try:
+        return TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as e:
+        if path is not None:
+            raise type(e)(f"{path}: {e}") from None
+        raise

@@ -1,0 +1,127 @@
+"""Multi-process data parallelism: set-up from ``torchrun``'s environment and reductions.
+
+``torchrun --nproc_per_node=N`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; the trainer
+then joins a process group (gloo on CPU, NCCL on GPU), wraps the model in
+``DistributedDataParallel``, gives each process its shard of every global batch, and lets
+rank 0 alone log and write checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "DistEnv",
+    "all_gather_objects",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_object",
+    "setup_distributed",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistEnv:
+    """Where this process stands: ``rank`` of ``world_size``, and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, which logs and writes checkpoints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def close(self) -> None:
+        """Leave the process group if this object created it."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU."""
+    if name == "auto":
+        return (
+            torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        )
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"unknown device {name!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device(f"cuda:{local_rank}")
+    return dev
+
+
+def setup_distributed(device: str = "auto") -> DistEnv:
+    """Join the process group described by ``torchrun``'s environment variables.
+
+    Without ``WORLD_SIZE`` (or with ``WORLD_SIZE=1``) this is a single process.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world <= 1:
+        return DistEnv(0, 1, 0, dev, owns_group=False)
+    owns = False
+    if not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend=backend)
+        owns = True
+        logger.info("rank %d/%d joined the %s process group", rank, world, backend)
+    return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns_group=owns)
+
+
+def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """Sum of ``t`` over processes (in place; ``t`` itself when single-process)."""
+    if env.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_gather_objects(obj: Any, env: DistEnv) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]``."""
+    if not env.distributed:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, env: DistEnv) -> Any:
+    """Rank 0's ``obj`` on every process."""
+    if not env.distributed:
+        return obj
+    box = [obj if env.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(env: DistEnv) -> None:
+    """Wait for every process."""
+    if env.distributed:
+        dist.barrier()
