@@ -56,7 +56,7 @@ def is_torch(x: Array) -> bool:
 def to_numpy(x: Array) -> np.ndarray:
     """A numpy copy/view of ``x`` (detached and moved to host for torch)."""
     if is_torch(x):
-        t = x.detach().cpu()
+        t = x.detach().cpu().resolve_conj().resolve_neg()  # lazy conj views (MPO.H) have no numpy
         if t.dtype.is_floating_point and t.dtype.itemsize < 4:
             t = t.float()
         return t.numpy()
