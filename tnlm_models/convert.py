@@ -1,0 +1,542 @@
+"""Conversion between Hugging Face BERT and the MPO BERT models.
+
+``from_bert`` reads a pre-trained BERT (Hugging Face layout: a model object, a state dict,
+a ``.safetensors``/``.bin`` file or a local directory with ``config.json``; nothing is ever
+downloaded) and builds an MPO model at the same depth or a greater one, with the "clone" or
+"fit" initialisation of ``tnlm_models.init``. ``to_bert`` materialises any MPO model into
+the dense ``transformers`` ``BertForMaskedLM`` / ``BertForSequenceClassification`` that
+computes the same logits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import MATRIX_NAMES, MPOBertConfig
+from .init import PRETRAINED_INITS, fit_shared_central, layer_map
+from .mpo_linear import MPOLinear
+
+__all__ = [
+    "from_bert",
+    "to_bert",
+    "to_bert_state_dict",
+    "load_bert_state",
+    "ConversionReport",
+    "HF_LAYER_KEYS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Our matrix / norm names -> Hugging Face BERT layer sub-module names.
+HF_LAYER_KEYS: dict[str, str] = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attention_output": "attention.output.dense",
+    "attention_norm": "attention.output.LayerNorm",
+    "intermediate": "intermediate.dense",
+    "output": "output.dense",
+    "output_norm": "output.LayerNorm",
+}
+_EMBEDDING_KEYS = {
+    "embeddings.word_embeddings.weight": "embeddings.word_embeddings.weight",
+    "embeddings.position_embeddings.weight": "embeddings.position_embeddings.weight",
+    "embeddings.token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
+    "embeddings.LayerNorm.weight": "embeddings.norm.weight",
+    "embeddings.LayerNorm.bias": "embeddings.norm.bias",
+}
+_HEAD_KEYS = {
+    "cls.predictions.transform.dense.weight": "head.transform.weight",
+    "cls.predictions.transform.dense.bias": "head.transform.bias",
+    "cls.predictions.transform.LayerNorm.weight": "head.norm.weight",
+    "cls.predictions.transform.LayerNorm.bias": "head.norm.bias",
+    "cls.predictions.bias": "head.bias",
+}
+_POOLER_KEYS = {
+    "pooler.dense.weight": "bert.pooler.weight",
+    "pooler.dense.bias": "bert.pooler.bias",
+}
+_CLASSIFIER_KEYS = {"classifier.weight": "classifier.weight", "classifier.bias": "classifier.bias"}
+# Keys a BERT checkpoint may carry that no MPO model needs.
+_IGNORED = re.compile(
+    r"^(embeddings\.position_ids|cls\.seq_relationship\..*|cls\.predictions\.decoder\..*)$"
+)
+_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$")
+_BERT_CONFIG_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+)
+
+
+@dataclass
+class ConversionReport:
+    """What ``from_bert`` did.
+
+    Attributes
+    ----------
+    init : str
+        "clone" or "fit".
+    sharing : str
+    layer_map : list of int
+        Source layer of each target layer.
+    relative_errors : dict
+        ``{matrix: [||W_t - W'_t||_F / ||W_t||_F for each target layer t]}`` with
+        ``W_t`` the mapped source layer's matrix and ``W'_t`` the converted layer's
+        rebuilt weight.
+    mean_relative_error : float
+        The mean over matrices and layers.
+    objectives : dict
+        ``{matrix: ALS objective history}`` ("central" sharing only).
+    """
+
+    init: str
+    sharing: str
+    layer_map: list[int]
+    relative_errors: dict[str, list[float]] = field(default_factory=dict)
+    mean_relative_error: float = 0.0
+    objectives: dict[str, list[float]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- reading
+def _normalise_keys(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        key = k.removeprefix("bert.")
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight")
+        key = key.replace("LayerNorm.beta", "LayerNorm.bias")
+        if not isinstance(v, torch.Tensor):
+            v = torch.as_tensor(v)
+        out[key] = v
+    return out
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if path.suffix in (".bin", ".pt", ".pth"):
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    raise ValueError(
+        f"unsupported weights file {path.name!r}; expected .safetensors, .bin, .pt or .pth"
+    )
+
+
+def load_bert_state(source: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Read a BERT state dict and (where available) its Hugging Face config as a dict.
+
+    Parameters
+    ----------
+    source : transformers model, state dict, file or directory
+        A directory must hold ``config.json`` and ``model.safetensors`` or
+        ``pytorch_model.bin``. Nothing is downloaded: a string that is not an existing
+        path is an error.
+
+    Returns
+    -------
+    (state, config) : (dict of str -> Tensor, dict or None)
+        Keys normalised (no ``bert.`` prefix, ``gamma/beta`` -> ``weight/bias``).
+    """
+    if isinstance(source, torch.nn.Module):
+        cfg = getattr(source, "config", None)
+        cfg_dict = cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else None
+        return _normalise_keys(source.state_dict()), cfg_dict
+    if isinstance(source, Mapping):
+        return _normalise_keys(source), None
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{str(source)!r} is not an existing file or directory (tnlm_models never "
+                "downloads: save the model locally first)"
+            )
+        cfg_dict = None
+        if path.is_dir():
+            cfg_path = path / "config.json"
+            if cfg_path.is_file():
+                cfg_dict = json.loads(cfg_path.read_text())
+            for name in ("model.safetensors", "pytorch_model.bin"):
+                if (path / name).is_file():
+                    return _normalise_keys(_read_weights(path / name)), cfg_dict
+            raise FileNotFoundError(
+                f"no model.safetensors or pytorch_model.bin in directory {path}"
+            )
+        cfg_path = path.parent / "config.json"
+        if cfg_path.is_file():
+            cfg_dict = json.loads(cfg_path.read_text())
+        return _normalise_keys(_read_weights(path)), cfg_dict
+    raise TypeError(
+        "source must be a transformers model, a state dict, or a path to a file or directory, "
+        f"got {type(source).__name__}"
+    )
+
+
+def _infer_bert_config(state: Mapping[str, torch.Tensor], hf: dict[str, Any] | None) -> dict:
+    """BERT hyper-parameters from the HF config, or from the tensor shapes."""
+    if hf is not None:
+        if hf.get("model_type", "bert") not in ("bert", None):
+            raise ValueError(
+                f"source model_type {hf.get('model_type')!r} is not supported; expected 'bert'"
+            )
+        pet = hf.get("position_embedding_type", "absolute")
+        if pet != "absolute":
+            raise ValueError(
+                f"position_embedding_type {pet!r} is not supported; expected 'absolute'"
+            )
+        return {k: hf[k] for k in _BERT_CONFIG_FIELDS if k in hf}
+    need = ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight"]
+    missing = [k for k in need if k not in state]
+    if missing:
+        raise ValueError(f"state dict lacks {missing}; is it a BERT (HF layout) state dict?")
+    vocab, hidden = state["embeddings.word_embeddings.weight"].shape
+    layers = {int(m.group(1)) for k in state if (m := _LAYER.match(k))}
+    d: dict[str, Any] = {
+        "vocab_size": int(vocab),
+        "hidden_size": int(hidden),
+        "max_position_embeddings": int(state["embeddings.position_embeddings.weight"].shape[0]),
+        "num_hidden_layers": max(layers) + 1 if layers else 0,
+    }
+    if "embeddings.token_type_embeddings.weight" in state:
+        d["type_vocab_size"] = int(state["embeddings.token_type_embeddings.weight"].shape[0])
+    key = "encoder.layer.0.intermediate.dense.weight"
+    if key in state:
+        d["intermediate_size"] = int(state[key].shape[0])
+    return d
+
+
+def _check_keys(state: Mapping[str, torch.Tensor], layers: int, strict: bool) -> None:
+    required = list(_EMBEDDING_KEYS)
+    for i in range(layers):
+        for sub in HF_LAYER_KEYS.values():
+            required += [f"encoder.layer.{i}.{sub}.weight", f"encoder.layer.{i}.{sub}.bias"]
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise ValueError(f"pre-trained state dict is missing keys {missing}")
+    known = set(required) | set(_HEAD_KEYS) | set(_POOLER_KEYS) | set(_CLASSIFIER_KEYS)
+    unexpected = sorted(k for k in state if k not in known and not _IGNORED.match(k))
+    if unexpected and strict:
+        raise ValueError(
+            f"pre-trained state dict has unexpected keys {unexpected} (pass strict=False to "
+            "ignore them)"
+        )
+
+
+def _expect_shape(state: Mapping[str, torch.Tensor], key: str, shape: tuple[int, ...]) -> None:
+    got = tuple(state[key].shape)
+    if got != tuple(shape):
+        raise ValueError(
+            f"pre-trained tensor {key!r} has shape {got}, expected {tuple(shape)} for the config"
+        )
+
+
+# ---------------------------------------------------------------------------- from_bert
+def from_bert(
+    source: Any,
+    *,
+    model_class: Any = None,
+    num_hidden_layers: int | None = None,
+    init: str = "fit",
+    clone_layer: int = 0,
+    als_iterations: int = 20,
+    strict: bool = True,
+    **config_kwargs: Any,
+) -> Any:
+    """Build an MPO BERT from a pre-trained Hugging Face BERT.
+
+    Parameters
+    ----------
+    source : transformers model, state dict, file or directory
+        See ``load_bert_state``. Without a Hugging Face config the BERT hyper-parameters are
+        inferred from the tensor shapes, except ``num_attention_heads`` (pass it).
+    model_class : type, default MPOBertForMaskedLM
+    num_hidden_layers : int, optional
+        Target depth (default: the source's). Target layer ``t`` is initialised from source
+        layer ``floor(t * S / T)`` (see ``tnlm_models.init.layer_map``).
+    init : {"clone", "fit"}
+        "clone": decompose source layer ``clone_layer`` and copy its MPO (auxiliary tensors,
+        and under "central" sharing the shared central tensor) to every layer.
+        "fit": under "central" sharing, fit a shared central tensor and per-layer auxiliary
+        tensors to all source layers by alternating least squares; under "none", decompose
+        every mapped layer on its own; under "all", decompose the mean of the layers (the
+        least-squares optimum of one shared layer at full rank).
+    clone_layer : int, default 0
+    als_iterations : int, default 20
+    strict : bool, default True
+        Reject keys that are not BERT's (named in the error).
+    **config_kwargs
+        ``MPOBertConfig`` fields: MPO settings (``sharing``, ``num_cores``, ``bond_dim``,
+        ``factorizations``, ``mpo_matrices``, ``adapter_size``, ...), ``num_labels``, or
+        BERT fields that override the source's (e.g. dropout).
+
+    Returns
+    -------
+    model
+        With ``model.conversion_report`` (a ``ConversionReport``). Biases, LayerNorms,
+        embeddings and the MLM head (or pooler/classifier where the source has them) are
+        copied; adapters start at zero. At full bond dimension with "none" sharing (or one
+        source layer cloned) the model computes the source's logits.
+    """
+    from .modeling import MPOBertForMaskedLM
+
+    model_class = model_class or MPOBertForMaskedLM
+    if init not in PRETRAINED_INITS:
+        raise ValueError(f"unknown init {init!r}; expected one of {', '.join(PRETRAINED_INITS)}")
+    state, hf = load_bert_state(source)
+    bert_kw = _infer_bert_config(state, hf)
+    src_layers = int(bert_kw.get("num_hidden_layers", 0))
+    if src_layers < 1:
+        raise ValueError("pre-trained state dict has no encoder layers (encoder.layer.<i>.*)")
+    kw = dict(bert_kw)
+    if "classifier.weight" in state:
+        kw["num_labels"] = int(state["classifier.weight"].shape[0])
+    kw.update(config_kwargs)
+    if "num_attention_heads" not in kw:
+        raise ValueError(
+            "num_attention_heads cannot be inferred from a state dict; pass "
+            "num_attention_heads=... (or a source with a config)"
+        )
+    kw["num_hidden_layers"] = num_hidden_layers or src_layers
+    config = MPOBertConfig(**kw)
+    if config.hidden_size != bert_kw["hidden_size"]:
+        raise ValueError(
+            f"hidden_size={config.hidden_size} does not match the source's {bert_kw['hidden_size']}"
+        )
+    _check_keys(state, src_layers, strict)
+    if not 0 <= clone_layer < src_layers:
+        raise ValueError(f"clone_layer={clone_layer} outside [0, {src_layers})")
+    h = config.hidden_size
+    for k in _EMBEDDING_KEYS:
+        shape = {
+            "embeddings.word_embeddings.weight": (config.vocab_size, h),
+            "embeddings.position_embeddings.weight": (config.max_position_embeddings, h),
+            "embeddings.token_type_embeddings.weight": (config.type_vocab_size, h),
+        }.get(k, (h,))
+        _expect_shape(state, k, shape)
+    for i in range(src_layers):
+        for name in MATRIX_NAMES:
+            out_f, in_f = config.matrix_shape(name)
+            pre = f"encoder.layer.{i}.{HF_LAYER_KEYS[name]}"
+            _expect_shape(state, pre + ".weight", (out_f, in_f))
+            _expect_shape(state, pre + ".bias", (out_f,))
+
+    model = model_class(config)
+    report = _load_into(model, state, src_layers, init, clone_layer, als_iterations)
+    model.conversion_report = report
+    logger.info(
+        "from_bert: %d -> %d layers, init=%s, sharing=%s, mean relative error %.3g",
+        src_layers,
+        config.num_hidden_layers,
+        init,
+        config.sharing,
+        report.mean_relative_error,
+    )
+    return model
+
+
+@torch.no_grad()
+def _load_into(
+    model: Any, state: dict, src_layers: int, init: str, clone_layer: int, iterations: int
+) -> ConversionReport:
+    cfg = model.config
+    params = dict(model.unique_named_parameters())
+    prefix = "bert." if hasattr(model, "bert") and model.bert is not model else ""
+
+    def put(name: str, value: torch.Tensor) -> None:
+        p = params[name]
+        p.copy_(value.to(dtype=p.dtype, device=p.device))
+
+    for src, dst in _EMBEDDING_KEYS.items():
+        put(prefix + dst, state[src])
+    for group in (_HEAD_KEYS, _POOLER_KEYS, _CLASSIFIER_KEYS):
+        for src, dst in group.items():
+            dst = dst if prefix else dst.removeprefix("bert.")
+            if dst in params and src in state:
+                if tuple(state[src].shape) != tuple(params[dst].shape):
+                    raise ValueError(
+                        f"pre-trained tensor {src!r} has shape {tuple(state[src].shape)}, "
+                        f"expected {tuple(params[dst].shape)}"
+                    )
+                put(dst, state[src])
+            elif dst in params:
+                logger.info("from_bert: %s not in the source, initialised fresh", src)
+
+    def src_tensor(i: int, sub: str, kind: str) -> torch.Tensor:
+        return state[f"encoder.layer.{i}.{sub}.{kind}"]
+
+    tmap = layer_map(src_layers, cfg.num_hidden_layers)
+    enc = model.encoder_module()
+    report = ConversionReport(init=init, sharing=cfg.sharing, layer_map=tmap)
+    if cfg.sharing == "all":
+        # One module: "clone" copies source layer clone_layer; "fit" takes the mean of all
+        # source layers (the least-squares optimum of a single shared layer).
+        chosen = [clone_layer] if init == "clone" else list(range(src_layers))
+        modules = [(enc.layer[0], chosen)]
+    else:
+        modules = [(enc.layer[t], [tmap[t]]) for t in range(cfg.num_hidden_layers)]
+    for layer, srcs in modules:
+        for name, sub in HF_LAYER_KEYS.items():
+            mod = getattr(layer, name)
+            bias = torch.stack([src_tensor(i, sub, "bias") for i in srcs]).mean(0)
+            mod.bias.copy_(bias)
+            if isinstance(mod, torch.nn.LayerNorm):
+                mod.weight.copy_(torch.stack([src_tensor(i, sub, "weight") for i in srcs]).mean(0))
+            elif not isinstance(mod, MPOLinear):
+                w = torch.stack([src_tensor(i, sub, "weight") for i in srcs]).mean(0)
+                mod.weight.copy_(w)
+
+    for name in MATRIX_NAMES:
+        if not cfg.is_mpo(name):
+            continue
+        sub = HF_LAYER_KEYS[name]
+        out_dims, in_dims = cfg.factorization(name)
+        weights = [src_tensor(i, sub, "weight").to(torch.float64) for i in range(src_layers)]
+        if cfg.sharing == "central":
+            fit = fit_shared_central(
+                weights,
+                out_dims,
+                in_dims,
+                cfg.bond_dim,
+                init=init,
+                clone_layer=clone_layer,
+                iterations=iterations,
+            )
+            enc.central[name].copy_(fit.central)
+            report.objectives[name] = fit.objective
+            for t, s in enumerate(tmap):
+                aux = fit.auxiliary[clone_layer if init == "clone" else s]
+                getattr(enc.layer[t], name).set_cores(aux_with(aux, fit.central))
+        elif cfg.sharing == "all":
+            w = weights[clone_layer] if init == "clone" else torch.stack(weights).mean(0)
+            fit = fit_shared_central([w], out_dims, in_dims, cfg.bond_dim, init="clone")
+            getattr(enc.layer[0], name).set_cores(aux_with(fit.auxiliary[0], fit.central))
+        else:
+            fits: dict[int, Any] = {}
+            for t, s in enumerate(tmap):
+                s = clone_layer if init == "clone" else s
+                if s not in fits:
+                    fits[s] = fit_shared_central(
+                        [weights[s]], out_dims, in_dims, cfg.bond_dim, init="clone"
+                    )
+                f = fits[s]
+                getattr(enc.layer[t], name).set_cores(aux_with(f.auxiliary[0], f.central))
+        errs = []
+        for t, s in enumerate(tmap):
+            mod = getattr(enc.layer[enc.layer_index(t)], name)
+            w = weights[s]
+            errs.append(
+                float(torch.linalg.norm(mod.mpo_weight().double() - w) / torch.linalg.norm(w))
+            )
+        report.relative_errors[name] = errs
+    all_errs = [e for v in report.relative_errors.values() for e in v]
+    report.mean_relative_error = sum(all_errs) / len(all_errs) if all_errs else 0.0
+    return report
+
+
+def aux_with(aux: list[torch.Tensor | None], central: torch.Tensor) -> list[torch.Tensor]:
+    """The full core list: ``aux`` with ``central`` at its ``None`` slot."""
+    return [central if c is None else c for c in aux]
+
+
+# ---------------------------------------------------------------------------- export
+def to_bert_config(config: MPOBertConfig, task: str = "mlm") -> Any:
+    """The ``transformers.BertConfig`` of the dense equivalent."""
+    from transformers import BertConfig
+
+    kw = {k: getattr(config, k) for k in _BERT_CONFIG_FIELDS}
+    kw["num_labels"] = config.num_labels
+    if task == "cls":
+        kw["problem_type"] = (
+            "regression" if config.num_labels == 1 else "single_label_classification"
+        )
+        kw["classifier_dropout"] = config.classifier_dropout
+    return BertConfig(**kw)
+
+
+@torch.no_grad()
+def to_bert_state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """Dense Hugging Face BERT state dict of ``model`` (every layer materialised).
+
+    MPO weights are rebuilt (adapters included), shared tensors copied into every layer.
+    """
+    cfg = model.config
+    out: dict[str, torch.Tensor] = {}
+    params = dict(model.named_parameters(remove_duplicate=False))
+    prefix = "bert." if hasattr(model, "bert") and model.bert is not model else ""
+    for hf, ours in _EMBEDDING_KEYS.items():
+        out["bert." + hf] = params[prefix + ours].detach().clone()
+    enc = model.encoder_module()
+    for t in range(cfg.num_hidden_layers):
+        layer = enc.layer[enc.layer_index(t)]
+        for name, sub in HF_LAYER_KEYS.items():
+            mod = getattr(layer, name)
+            w = mod.rebuild_weight() if isinstance(mod, MPOLinear) else mod.weight
+            out[f"bert.encoder.layer.{t}.{sub}.weight"] = w.detach().clone()
+            out[f"bert.encoder.layer.{t}.{sub}.bias"] = mod.bias.detach().clone()
+    for group in (_HEAD_KEYS, _POOLER_KEYS, _CLASSIFIER_KEYS):
+        for hf, ours in group.items():
+            ours = ours if prefix else ours.removeprefix("bert.")
+            if ours in params:
+                key = hf if hf.startswith(("cls.", "classifier.")) else "bert." + hf
+                out[key] = params[ours].detach().clone()
+    if "head.bias" in params:
+        out["cls.predictions.decoder.weight"] = out["bert.embeddings.word_embeddings.weight"]
+        out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"]
+    return out
+
+
+def to_bert(model: Any) -> Any:
+    """The dense ``transformers`` model equivalent to ``model`` (same logits).
+
+    ``MPOBertForMaskedLM`` -> ``BertForMaskedLM``; ``MPOBertForSequenceClassification`` ->
+    ``BertForSequenceClassification``; ``MPOBertModel`` -> ``BertModel``. The result is in
+    eval mode, on the CPU, in the model's dtype; ``save_pretrained`` on it writes a
+    checkpoint any ``transformers`` user can load.
+    """
+    import transformers
+
+    kind = type(model).__name__
+    classes = {
+        "MPOBertForMaskedLM": ("BertForMaskedLM", "mlm"),
+        "MPOBertForSequenceClassification": ("BertForSequenceClassification", "cls"),
+        "MPOBertModel": ("BertModel", "mlm"),
+    }
+    if kind not in classes:
+        raise TypeError(f"to_bert expects one of {', '.join(classes)}, got {kind}")
+    cls_name, task = classes[kind]
+    hf_config = to_bert_config(model.config, task)
+    hf_cls = getattr(transformers, cls_name)
+    if kind == "MPOBertModel":
+        hf = hf_cls(hf_config, add_pooling_layer=model.pooler is not None)
+    else:
+        hf = hf_cls(hf_config)
+    state = to_bert_state_dict(model)
+    if kind == "MPOBertModel":
+        state = {k.removeprefix("bert."): v for k, v in state.items()}
+    dtype = next(model.parameters()).dtype
+    hf = hf.to(dtype)
+    result = hf.load_state_dict({k: v.cpu() for k, v in state.items()}, strict=False)
+    bad = [k for k in result.missing_keys if not k.endswith("position_ids")]
+    if bad or result.unexpected_keys:
+        raise RuntimeError(  # pragma: no cover - internal consistency check
+            f"dense export mismatch: missing {bad}, unexpected {result.unexpected_keys}"
+        )
+    return hf.eval()
