@@ -84,7 +84,7 @@ class Backend:
         if self.name == "torch" and not isinstance(x, (np.ndarray, np.generic)):
             import torch
 
-            t = x.detach().cpu()
+            t = x.detach().cpu().resolve_conj().resolve_neg()
             t = t.to(torch.complex128 if t.dtype.is_complex else torch.float64)
             return t.numpy()
         a = np.asarray(x)
