@@ -65,16 +65,24 @@ SHAPE_KEYS = (
 
 # ---------------------------------------------------------------------------- RNG state
 def capture_rng_state() -> dict[str, Any]:
-    """Python, numpy and torch (CPU and CUDA) RNG states, as tensors and plain types."""
+    """Python, numpy and torch (CPU and CUDA) RNG states, as plain Python values.
+
+    Plain values (no tensors) pickle the same way everywhere, so the states of all
+    processes can be gathered to rank 0 and stored with ``torch.save``.
+    """
     np_state = np.random.get_state()  # noqa: NPY002
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
-        "torch": torch.get_rng_state(),
+        "numpy": (np_state[0], np_state[1].tolist(), *(np_state[2:])),
+        "torch": torch.get_rng_state().numpy().tobytes(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.numpy().tobytes() for s in torch.cuda.get_rng_state_all()]
     return state
+
+
+def _bytes_tensor(b: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(b), dtype=torch.uint8).clone()
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
@@ -82,10 +90,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy(), *rest))  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))  # noqa: NPY002
+    torch.set_rng_state(_bytes_tensor(state["torch"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([_bytes_tensor(b) for b in state["cuda"]])
 
 
 # ---------------------------------------------------------------------------- files

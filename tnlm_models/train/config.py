@@ -161,11 +161,11 @@ class TrainConfig:
     valid_data: list[str] = field(default_factory=list)
     valid_fraction: float = 0.05
     text_format: str = "blocks"
-    max_seq_length: int = 128
+    max_seq_length: int = 64
     max_train_examples: int | None = None
     max_valid_examples: int | None = None
     tokenizer: str | None = None
-    vocab_size: int = 8000
+    vocab_size: int = 4000
     lowercase: bool = True
     mlm_probability: float = 0.15
     text_a_column: int | str | None = None
@@ -184,10 +184,10 @@ class TrainConfig:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     lr_schedule: str = "linear"
-    warmup_steps: int = 0
+    warmup_steps: int = 10
     min_lr_ratio: float = 0.0
     max_steps: int | None = None
-    num_epochs: int = 1
+    num_epochs: int = 2
     batch_size: int = 32
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0

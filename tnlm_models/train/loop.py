@@ -105,6 +105,9 @@ class TrainResult:
     tokens_seen : int
         Non-padding tokens processed in this call (all processes).
     elapsed_s : float
+    num_train_examples, num_valid_examples : int
+    world_size : int
+        Number of data-parallel processes.
     """
 
     model: nn.Module
@@ -118,6 +121,9 @@ class TrainResult:
     num_parameters: int
     tokens_seen: int
     elapsed_s: float
+    num_train_examples: int = 0
+    num_valid_examples: int = 0
+    world_size: int = 1
     config: TrainConfig = field(repr=False, default_factory=TrainConfig)
 
 
@@ -853,7 +859,9 @@ def _train(
     if start_step >= total_steps and last_ckpt is None and resume_ckpt is not None:
         last_ckpt = resume_ckpt
     if env.distributed:
-        last_ckpt = Path(all_gather_objects(str(last_ckpt), env)[0]) if last_ckpt else None
+        last_s, best_s = broadcast_object((str(last_ckpt or ""), str(best_ckpt or "")), env)
+        last_ckpt = Path(last_s) if last_s else None
+        best_ckpt = Path(best_s) if best_s else None
     return TrainResult(
         model=model,
         tokenizer=tok,
@@ -866,6 +874,9 @@ def _train(
         num_parameters=_unique_parameters(model),
         tokens_seen=tokens_seen,
         elapsed_s=time.perf_counter() - t_start,
+        num_train_examples=len(train_ds),
+        num_valid_examples=0 if valid_ds is None else len(valid_ds),
+        world_size=env.world_size,
         config=cfg,
     )
 
