@@ -119,6 +119,7 @@ def make_linear(config: MPOBertConfig, name: str, central: nn.Parameter | None =
         adapter_size=config.adapter_size,
         forward_mode=config.forward_mode,
         std=config.initializer_range,
+        initialize=False,  # the model's init_weights initialises every parameter once
     )
 
 

@@ -22,6 +22,7 @@ rebuilding ``W`` and doing one GEMM ("dense") or contracting the input through t
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -100,6 +101,9 @@ class MPOLinear(nn.Module):
         cores; "auto" picks the one with fewer FLOPs for the input's row count.
     std : float, default 0.02
         Target standard deviation of the rebuilt weight (see ``reset_parameters``).
+    initialize : bool, default True
+        Call ``reset_parameters(std)``; False leaves the parameters zero for the owner to
+        initialise (models do this in ``init_weights``).
 
     Examples
     --------
@@ -123,6 +127,7 @@ class MPOLinear(nn.Module):
         adapter_size: int = 0,
         forward_mode: str = "auto",
         std: float = 0.02,
+        initialize: bool = True,
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -178,7 +183,13 @@ class MPOLinear(nn.Module):
             self.adapter_down = None
             self.adapter_up = None
         self._mode_cache: dict[int, str] = {}
-        self.reset_parameters(std, init_central=central is None)
+        if initialize:
+            self.reset_parameters(std, init_central=central is None)
+        else:  # the owner (e.g. a model's init_weights) initialises; keep memory defined
+            with torch.no_grad():
+                for p in self.parameters(recurse=False):
+                    if p is not central:
+                        p.zero_()
 
     # ------------------------------------------------------------------ structure
     def core_name(self, k: int) -> str:
@@ -312,8 +323,7 @@ class MPOLinear(nn.Module):
             self.rebuild_flops() + 2 * self.adapter_size * self.in_features * self.out_features
         )
         gemm = 2 * rows * self.in_features * self.out_features
-        x_shape = (rows, *self.in_dims)
-        cores = tnlm.contract_cost(self._input_eq(), x_shape, *shapes).flops
+        cores = _input_contraction_flops(self._input_eq(), (rows, *self.in_dims), tuple(shapes))
         extra = 2 * rows * self.adapter_size * (self.in_features + self.out_features)
         return {"dense": rebuild + gemm, "cores": cores + extra}
 
@@ -437,6 +447,14 @@ class MPOLinear(nn.Module):
             with torch.no_grad():
                 layer.bias.copy_(bias)
         return layer
+
+
+@functools.lru_cache(maxsize=1024)
+def _input_contraction_flops(
+    eq: str, x_shape: tuple[int, ...], core_shapes: tuple[tuple[int, ...], ...]
+) -> int:
+    """FLOPs of the input contraction (memoised: layers of one model share shapes)."""
+    return tnlm.contract_cost(eq, x_shape, *core_shapes).flops
 
 
 def _pad_cores(cores: list[Any], layer: MPOLinear) -> list[torch.Tensor]:
