@@ -7,7 +7,8 @@ TrainConfig``) or from here (``from tnlm_models.train import TrainConfig``).
 
 from .checkpoint import load_model_weights, resolve_checkpoint, save_checkpoint
 from .config import DEFAULT_MODEL, TrainConfig, load_config
-from .loop import TrainResult, evaluate, evaluate_model, train
+from .evaluation import evaluate, evaluate_model
+from .loop import TrainResult, train
 from .optim import build_optimizer, parameter_groups
 from .plot import plot_run, read_metrics
 from .schedule import lr_factor

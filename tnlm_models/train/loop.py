@@ -22,39 +22,38 @@ import json
 import logging
 import math
 import os
-import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from ..data import (
-    ClassificationCollator,
-    ClassificationDataset,
-    GlueExamples,
-    KeyedDataset,
-    MLMCollator,
-    StepBatcher,
-    TokenDataset,
-    build_mlm_dataset,
-    default_corpus,
-    encode_classification,
-    eval_batches,
-    infer_label_list,
-    read_glue_tsv,
-    read_text,
-    split_documents,
-    train_batches,
-)
-from ..metrics import classification_metrics, mlm_metrics
+from ..data import StepBatcher, train_batches
 from ..tokenization import WordPieceTokenizer
+from ._support import (
+    DataArg,
+    _apply_data_arg,
+    _as_config,
+    _autocast,
+    _build_datasets,
+    _build_model,
+    _check_model,
+    _collator,
+    _count,
+    _default_run_name,
+    _derived_seed,
+    _KeyBatches,
+    _label_list,
+    _loader,
+    _read_raw,
+    _seed_all,
+    _unique_parameters,
+)
 from .checkpoint import (
     capture_rng_state,
     load_model_weights,
@@ -63,7 +62,7 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from .config import DEFAULT_MODEL, TrainConfig, load_config
+from .config import TrainConfig
 from .distributed import (
     DistEnv,
     all_gather_objects,
@@ -72,14 +71,13 @@ from .distributed import (
     broadcast_object,
     setup_distributed,
 )
+from .evaluation import evaluate_model
 from .optim import build_optimizer
 from .schedule import lr_factor
 
-__all__ = ["TrainResult", "evaluate", "evaluate_model", "train"]
+__all__ = ["TrainResult", "train"]
 
 logger = logging.getLogger(__name__)
-
-DataArg = str | os.PathLike | Sequence[str | os.PathLike] | dict[str, Any] | None
 
 
 @dataclass
@@ -125,358 +123,6 @@ class TrainResult:
     num_valid_examples: int = 0
     world_size: int = 1
     config: TrainConfig = field(repr=False, default_factory=TrainConfig)
-
-
-# ---------------------------------------------------------------------------- helpers
-def _as_config(
-    config: TrainConfig | dict | str | os.PathLike | None, overrides: dict
-) -> TrainConfig:
-    if config is None:
-        cfg = TrainConfig.from_dict({})
-    elif isinstance(config, TrainConfig):
-        cfg = config
-    elif isinstance(config, dict):
-        cfg = TrainConfig.from_dict(dict(config))
-    elif isinstance(config, str | os.PathLike):
-        cfg = load_config(config)
-    else:
-        raise TypeError(
-            f"config must be a TrainConfig, dict or TOML/YAML path, got {type(config).__name__}"
-        )
-    return cfg.replace(**overrides) if overrides else cfg
-
-
-def _paths(x: Any, name: str) -> list[str]:
-    if x is None:
-        return []
-    if isinstance(x, str | os.PathLike):
-        return [os.fspath(x)]
-    if isinstance(x, list | tuple) and all(isinstance(p, str | os.PathLike) for p in x):
-        return [os.fspath(p) for p in x]
-    raise TypeError(f"{name} must be a path or a list of paths, got {type(x).__name__}")
-
-
-def _apply_data_arg(cfg: TrainConfig, data: DataArg) -> TrainConfig:
-    if data is None:
-        return cfg
-    if isinstance(data, dict):
-        unknown = sorted(set(data) - {"train", "valid"})
-        if unknown:
-            raise ValueError(f"unknown data keys {unknown}; valid keys are ['train', 'valid']")
-        return cfg.replace(
-            train_data=_paths(data.get("train"), "data['train']") or cfg.train_data,
-            valid_data=_paths(data.get("valid"), "data['valid']") or cfg.valid_data,
-        )
-    return cfg.replace(train_data=_paths(data, "data"))
-
-
-def _derived_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - global state user code may rely on
-    torch.manual_seed(seed)
-
-
-def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast context for ``cfg.precision`` (device and precision handled here only)."""
-    use_bf16 = cfg.precision == "bf16" or (
-        cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
-    )
-    if cfg.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("precision='bf16' requested but this GPU does not support bfloat16")
-    if not use_bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def _model_classes() -> tuple[Any, Any, Any]:
-    from .. import MPOBertConfig, MPOBertForMaskedLM, MPOBertForSequenceClassification
-
-    return MPOBertConfig, MPOBertForMaskedLM, MPOBertForSequenceClassification
-
-
-def _unique_parameters(model: nn.Module) -> int:
-    counter = getattr(model, "num_parameters", None)
-    if callable(counter):
-        try:
-            return int(counter(unique=True))
-        except TypeError:
-            pass
-    return sum(p.numel() for p in model.parameters())
-
-
-def _default_run_name(task: str) -> str:
-    return f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-# ---------------------------------------------------------------------------- data
-@dataclass
-class _Raw:
-    train_texts: list[str] | None = None
-    valid_texts: list[str] | None = None
-    train_glue: list[GlueExamples] = field(default_factory=list)
-    valid_glue: list[GlueExamples] = field(default_factory=list)
-
-    def tokenizer_texts(self) -> list[str]:
-        if self.train_texts is not None:
-            return self.train_texts
-        out: list[str] = []
-        for ex in self.train_glue:
-            out.extend(ex.texts_a)
-            out.extend(ex.texts_b or [])
-        return out
-
-
-def _read_glue(cfg: TrainConfig, path: str) -> GlueExamples:
-    text_a = cfg.text_a_column
-    if text_a is None and (cfg.label_column is not None or cfg.text_b_column is not None):
-        raise ValueError("set text_a_column along with text_b_column/label_column")
-    return read_glue_tsv(
-        path,
-        text_a=text_a,
-        text_b=cfg.text_b_column,
-        label=cfg.label_column,
-        header=cfg.has_header,
-    )
-
-
-def _read_raw(cfg: TrainConfig, *, for_eval_only: bool = False) -> _Raw:
-    if cfg.task == "pretrain":
-        docs = read_text(cfg.train_data) if cfg.train_data else default_corpus()
-        if cfg.valid_data:
-            valid = read_text(cfg.valid_data)
-            train = docs
-        else:
-            train, valid = split_documents(docs, cfg.valid_fraction, cfg.seed)
-        return _Raw(train_texts=train, valid_texts=valid or None)
-    if not cfg.train_data and not for_eval_only:
-        raise ValueError("fine-tuning needs train_data: one or more GLUE-style TSV files")
-    return _Raw(
-        train_glue=[_read_glue(cfg, p) for p in cfg.train_data],
-        valid_glue=[_read_glue(cfg, p) for p in cfg.valid_data],
-    )
-
-
-def _limit(ds: TokenDataset, n: int | None) -> TokenDataset:
-    if n is None or n >= len(ds):
-        return ds
-    if isinstance(ds, ClassificationDataset):
-        return ClassificationDataset(ds.items[:n], ds.label_list)
-    return TokenDataset(ds.items[:n])
-
-
-def _encode_glue(
-    parts: list[GlueExamples], tok: WordPieceTokenizer, cfg: TrainConfig, labels: list[str] | None
-) -> ClassificationDataset:
-    items: list[dict[str, Any]] = []
-    for ex in parts:
-        items.extend(encode_classification(ex, tok, cfg.max_seq_length, labels).items)
-    return ClassificationDataset(items, labels)
-
-
-def _build_datasets(
-    cfg: TrainConfig, raw: _Raw, tok: WordPieceTokenizer, label_list: list[str] | None
-) -> tuple[TokenDataset | None, TokenDataset | None]:
-    if cfg.task == "pretrain":
-        train = (
-            build_mlm_dataset(raw.train_texts or [], tok, cfg.max_seq_length, cfg.text_format)
-            if raw.train_texts
-            else None
-        )
-        valid = (
-            build_mlm_dataset(raw.valid_texts, tok, cfg.max_seq_length, cfg.text_format)
-            if raw.valid_texts
-            else None
-        )
-    else:
-        train = _encode_glue(raw.train_glue, tok, cfg, label_list) if raw.train_glue else None
-        valid = _encode_glue(raw.valid_glue, tok, cfg, label_list) if raw.valid_glue else None
-    return (
-        None if train is None else _limit(train, cfg.max_train_examples),
-        None if valid is None else _limit(valid, cfg.max_valid_examples),
-    )
-
-
-def _label_list(cfg: TrainConfig, raw: _Raw) -> list[str] | None:
-    if cfg.task != "finetune" or cfg.regression:
-        return None
-    if cfg.label_list is not None:
-        return list(cfg.label_list)
-    labels: list[str] = []
-    for ex in raw.train_glue:
-        labels.extend(ex.labels)
-    found = infer_label_list(labels)
-    if len(found) < 2:
-        raise ValueError(
-            f"the training data has a single label {found}; set label_list to the full label set"
-        )
-    return found
-
-
-def _collator(cfg: TrainConfig, tok: WordPieceTokenizer) -> Callable:
-    if cfg.task == "pretrain":
-        return MLMCollator(tok, cfg.mlm_probability, seed=cfg.seed)
-    return ClassificationCollator(tok)
-
-
-def _count(batch: dict[str, torch.Tensor], task: str) -> int:
-    if task == "pretrain":
-        return int((batch["labels"] != -100).sum())
-    return int(batch["labels"].shape[0])
-
-
-class _KeyBatches:
-    """A batch sampler over precomputed key lists (lazy)."""
-
-    def __init__(self, make: Callable[[], Iterator[list[tuple[int, int]]]], n: int) -> None:
-        self.make, self.n = make, n
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        return self.make()
-
-    def __len__(self) -> int:
-        return self.n
-
-
-def _loader(ds: TokenDataset, batches: Any, collate: Callable, workers: int, seed: int) -> Any:
-    # a private generator: creating the iterator must not consume the global RNG, whose
-    # state (dropout) is restored exactly on resume
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return torch.utils.data.DataLoader(
-        KeyedDataset(ds),
-        batch_sampler=batches,
-        collate_fn=collate,
-        num_workers=workers,
-        generator=gen,
-    )
-
-
-# ---------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate_model(
-    model: nn.Module,
-    dataset: TokenDataset,
-    cfg: TrainConfig,
-    tokenizer: WordPieceTokenizer,
-    env: DistEnv | None = None,
-) -> dict[str, float]:
-    """Validation metrics of ``model`` on ``dataset`` (sharded over processes, summed).
-
-    Masked-LM: loss, perplexity and accuracy over masked tokens (fixed evaluation masks).
-    Classification: loss, accuracy, F1 and Matthews correlation; regression: loss (MSE).
-    """
-    env = env or DistEnv(device=next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
-    collate = _collator(cfg, tokenizer)
-    batches = eval_batches(
-        len(dataset), cfg.eval_batch_size, rank=env.rank, world_size=env.world_size
-    )
-    num_labels = 1 if cfg.regression else len(getattr(dataset, "label_list", None) or [0, 1])
-    sums = torch.zeros(3, dtype=torch.float64)
-    cm = torch.zeros(num_labels, num_labels, dtype=torch.float64)
-    autocast = _autocast(cfg, env.device)
-    for keys in batches:
-        batch = {
-            k: v.to(env.device)
-            for k, v in collate([KeyedDataset(dataset)[k] for k in keys]).items()
-        }
-        labels = batch.pop("labels")
-        with autocast:
-            logits = model(**batch).logits.float()
-        if cfg.task == "pretrain":
-            mask = labels != -100
-            sel, y = logits[mask], labels[mask]
-            sums[0] += nn.functional.cross_entropy(sel, y, reduction="sum").item()
-            sums[1] += (sel.argmax(-1) == y).sum().item()
-            sums[2] += y.numel()
-        elif cfg.regression:
-            sums[0] += nn.functional.mse_loss(
-                logits.view(-1), labels.float(), reduction="sum"
-            ).item()
-            sums[2] += labels.numel()
-        else:
-            sums[0] += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-            pred = logits.argmax(-1)
-            cm.index_put_(
-                (labels.cpu(), pred.cpu()),
-                torch.ones(len(labels), dtype=torch.float64),
-                accumulate=True,
-            )
-            sums[2] += labels.numel()
-    all_reduce_sum(sums, env)
-    if cfg.task == "finetune" and not cfg.regression:
-        all_reduce_sum(cm, env)
-    model.train(was_training)
-    if cfg.task == "pretrain":
-        return mlm_metrics(float(sums[0]), float(sums[1]), float(sums[2]))
-    if sums[2] == 0:
-        raise ValueError("the evaluation set is empty")
-    out = {"loss": float(sums[0] / sums[2])}
-    if not cfg.regression:
-        out.update(classification_metrics(cm.numpy().astype(np.int64)))
-    return out
-
-
-# ---------------------------------------------------------------------------- model set-up
-def _build_model(
-    model_or_config: Any,
-    cfg: TrainConfig,
-    tok: WordPieceTokenizer,
-    num_labels: int,
-    source: Path | None,
-) -> nn.Module:
-    if isinstance(model_or_config, nn.Module):
-        return model_or_config
-    MPOBertConfig, ForMLM, ForCls = _model_classes()
-    cls = ForMLM if cfg.task == "pretrain" else ForCls
-    if source is not None:
-        if cfg.task == "pretrain":
-            return cls.from_pretrained(source)
-        return cls.from_pretrained(source, num_labels=num_labels)
-    if isinstance(model_or_config, MPOBertConfig):
-        base = model_or_config.to_dict()
-    elif isinstance(model_or_config, dict):
-        base = {**DEFAULT_MODEL, **model_or_config}
-    elif model_or_config is None:
-        base = {**DEFAULT_MODEL, **cfg.model}
-    else:
-        raise TypeError(
-            "model_or_config must be a model, an MPOBertConfig, a dict of its fields, a "
-            f"checkpoint path or None, got {type(model_or_config).__name__}"
-        )
-    if base.get("vocab_size") not in (None, tok.vocab_size):
-        logger.info("model vocab_size set to the tokenizer's %d", tok.vocab_size)
-    base.update(vocab_size=tok.vocab_size, pad_token_id=tok.pad_id, num_labels=num_labels)
-    return cls(MPOBertConfig.from_dict(base))
-
-
-def _check_model(
-    model: nn.Module, cfg: TrainConfig, tok: WordPieceTokenizer, num_labels: int
-) -> None:
-    mc = getattr(model, "config", None)
-    if mc is None:
-        return
-    max_pos = getattr(mc, "max_position_embeddings", None)
-    if max_pos is not None and cfg.max_seq_length > max_pos:
-        raise ValueError(
-            f"max_seq_length={cfg.max_seq_length} exceeds the model's "
-            f"max_position_embeddings={max_pos}; lower max_seq_length or build a model with "
-            "more positions"
-        )
-    vocab = getattr(mc, "vocab_size", None)
-    if vocab is not None and tok.vocab_size > vocab:
-        raise ValueError(
-            f"the tokenizer has {tok.vocab_size} tokens but the model's vocab_size is {vocab}"
-        )
-    if cfg.task == "finetune" and getattr(mc, "num_labels", num_labels) != num_labels:
-        raise ValueError(
-            f"the model has num_labels={mc.num_labels} but the data has {num_labels} label(s)"
-        )
 
 
 # ---------------------------------------------------------------------------- train
@@ -879,70 +525,3 @@ def _train(
         world_size=env.world_size,
         config=cfg,
     )
-
-
-# ---------------------------------------------------------------------------- evaluate
-def evaluate(
-    checkpoint: str | os.PathLike,
-    data: DataArg = None,
-    config: TrainConfig | dict | str | os.PathLike | None = None,
-    **overrides: Any,
-) -> dict[str, float]:
-    """Evaluate a checkpoint (or a run's best checkpoint) on validation data.
-
-    Parameters
-    ----------
-    checkpoint : path
-        Checkpoint directory or run directory (its best checkpoint).
-    data : path or list of paths, optional
-        Evaluation files (text for masked-LM checkpoints, TSV for classifiers); default:
-        the run's own validation data.
-    config, **overrides
-        Settings over the run's saved ``train_config.json`` (e.g. ``eval_batch_size``).
-
-    Returns
-    -------
-    dict
-        Metrics (see :func:`evaluate_model`).
-    """
-    ckpt = resolve_checkpoint(checkpoint, "best")
-    saved: dict[str, Any] = {}
-    if (ckpt / "train_config.json").is_file():
-        saved = json.loads((ckpt / "train_config.json").read_text())
-        saved.pop("label_list", None)
-    base = TrainConfig.from_dict(saved) if saved else TrainConfig()
-    if config is not None:
-        extra = _as_config(config, {}).to_dict()
-        base = base.replace(**extra)
-    cfg = base.replace(resume=False, **overrides)
-    state = (
-        json.loads((ckpt / "trainer_state.json").read_text())
-        if (ckpt / "trainer_state.json").is_file()
-        else {}
-    )
-    if data is not None:
-        cfg = cfg.replace(valid_data=_paths(data, "data"))
-    env = setup_distributed(cfg.device)
-    try:
-        tok = WordPieceTokenizer.load(ckpt)
-        raw = _read_raw(cfg, for_eval_only=True)
-        label_list = state.get("label_list") if cfg.task == "finetune" else None
-        if cfg.task == "finetune" and label_list is None and not cfg.regression:
-            label_list = cfg.label_list or _label_list(cfg, raw)
-        _, valid = _build_datasets(
-            cfg, _Raw(valid_texts=raw.valid_texts, valid_glue=raw.valid_glue), tok, label_list
-        )
-        if valid is None:
-            raise ValueError(f"no evaluation data: pass data=... (the run {ckpt} kept none)")
-        _, ForMLM, ForCls = _model_classes()
-        if cfg.task == "pretrain":
-            model = ForMLM.from_pretrained(ckpt)
-        else:
-            model = ForCls.from_pretrained(
-                ckpt, num_labels=1 if cfg.regression else len(label_list)
-            )
-        _check_model(model, cfg, tok, 1 if cfg.regression else len(label_list or [0, 0]))
-        model.to(env.device)
-        return evaluate_model(model, valid, cfg, tok, env)
-    finally:
-        env.close()

@@ -1,0 +1,168 @@
+"""Evaluation: ``evaluate_model`` (in-loop, sharded over processes) and ``evaluate``
+(a checkpoint or run directory from disk)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import KeyedDataset, TokenDataset, eval_batches
+from ..metrics import classification_metrics, mlm_metrics
+from ..tokenization import WordPieceTokenizer
+from ._support import (
+    DataArg,
+    _as_config,
+    _autocast,
+    _build_datasets,
+    _check_model,
+    _collator,
+    _label_list,
+    _model_classes,
+    _paths,
+    _Raw,
+    _read_raw,
+)
+from .checkpoint import resolve_checkpoint
+from .config import TrainConfig
+from .distributed import DistEnv, all_reduce_sum, setup_distributed
+
+__all__ = ["evaluate", "evaluate_model"]
+
+
+# ---------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    dataset: TokenDataset,
+    cfg: TrainConfig,
+    tokenizer: WordPieceTokenizer,
+    env: DistEnv | None = None,
+) -> dict[str, float]:
+    """Validation metrics of ``model`` on ``dataset`` (sharded over processes, summed).
+
+    Masked-LM: loss, perplexity and accuracy over masked tokens (fixed evaluation masks).
+    Classification: loss, accuracy, F1 and Matthews correlation; regression: loss (MSE).
+    """
+    env = env or DistEnv(device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    collate = _collator(cfg, tokenizer)
+    batches = eval_batches(
+        len(dataset), cfg.eval_batch_size, rank=env.rank, world_size=env.world_size
+    )
+    num_labels = 1 if cfg.regression else len(getattr(dataset, "label_list", None) or [0, 1])
+    sums = torch.zeros(3, dtype=torch.float64)
+    cm = torch.zeros(num_labels, num_labels, dtype=torch.float64)
+    autocast = _autocast(cfg, env.device)
+    for keys in batches:
+        batch = {
+            k: v.to(env.device)
+            for k, v in collate([KeyedDataset(dataset)[k] for k in keys]).items()
+        }
+        labels = batch.pop("labels")
+        with autocast:
+            logits = model(**batch).logits.float()
+        if cfg.task == "pretrain":
+            mask = labels != -100
+            sel, y = logits[mask], labels[mask]
+            sums[0] += nn.functional.cross_entropy(sel, y, reduction="sum").item()
+            sums[1] += (sel.argmax(-1) == y).sum().item()
+            sums[2] += y.numel()
+        elif cfg.regression:
+            sums[0] += nn.functional.mse_loss(
+                logits.view(-1), labels.float(), reduction="sum"
+            ).item()
+            sums[2] += labels.numel()
+        else:
+            sums[0] += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            pred = logits.argmax(-1)
+            cm.index_put_(
+                (labels.cpu(), pred.cpu()),
+                torch.ones(len(labels), dtype=torch.float64),
+                accumulate=True,
+            )
+            sums[2] += labels.numel()
+    all_reduce_sum(sums, env)
+    if cfg.task == "finetune" and not cfg.regression:
+        all_reduce_sum(cm, env)
+    model.train(was_training)
+    if cfg.task == "pretrain":
+        return mlm_metrics(float(sums[0]), float(sums[1]), float(sums[2]))
+    if sums[2] == 0:
+        raise ValueError("the evaluation set is empty")
+    out = {"loss": float(sums[0] / sums[2])}
+    if not cfg.regression:
+        out.update(classification_metrics(cm.numpy().astype(np.int64)))
+    return out
+
+
+# ---------------------------------------------------------------------------- evaluate
+def evaluate(
+    checkpoint: str | os.PathLike,
+    data: DataArg = None,
+    config: TrainConfig | dict | str | os.PathLike | None = None,
+    **overrides: Any,
+) -> dict[str, float]:
+    """Evaluate a checkpoint (or a run's best checkpoint) on validation data.
+
+    Parameters
+    ----------
+    checkpoint : path
+        Checkpoint directory or run directory (its best checkpoint).
+    data : path or list of paths, optional
+        Evaluation files (text for masked-LM checkpoints, TSV for classifiers); default:
+        the run's own validation data.
+    config, **overrides
+        Settings over the run's saved ``train_config.json`` (e.g. ``eval_batch_size``).
+
+    Returns
+    -------
+    dict
+        Metrics (see :func:`evaluate_model`).
+    """
+    ckpt = resolve_checkpoint(checkpoint, "best")
+    saved: dict[str, Any] = {}
+    if (ckpt / "train_config.json").is_file():
+        saved = json.loads((ckpt / "train_config.json").read_text())
+        saved.pop("label_list", None)
+    base = TrainConfig.from_dict(saved) if saved else TrainConfig()
+    if config is not None:
+        extra = _as_config(config, {}).to_dict()
+        base = base.replace(**extra)
+    cfg = base.replace(resume=False, **overrides)
+    state = (
+        json.loads((ckpt / "trainer_state.json").read_text())
+        if (ckpt / "trainer_state.json").is_file()
+        else {}
+    )
+    if data is not None:
+        cfg = cfg.replace(valid_data=_paths(data, "data"))
+    env = setup_distributed(cfg.device)
+    try:
+        tok = WordPieceTokenizer.load(ckpt)
+        raw = _read_raw(cfg, for_eval_only=True)
+        label_list = state.get("label_list") if cfg.task == "finetune" else None
+        if cfg.task == "finetune" and label_list is None and not cfg.regression:
+            label_list = cfg.label_list or _label_list(cfg, raw)
+        _, valid = _build_datasets(
+            cfg, _Raw(valid_texts=raw.valid_texts, valid_glue=raw.valid_glue), tok, label_list
+        )
+        if valid is None:
+            raise ValueError(f"no evaluation data: pass data=... (the run {ckpt} kept none)")
+        _, ForMLM, ForCls = _model_classes()
+        if cfg.task == "pretrain":
+            model = ForMLM.from_pretrained(ckpt)
+        else:
+            model = ForCls.from_pretrained(
+                ckpt, num_labels=1 if cfg.regression else len(label_list)
+            )
+        _check_model(model, cfg, tok, 1 if cfg.regression else len(label_list or [0, 0]))
+        model.to(env.device)
+        return evaluate_model(model, valid, cfg, tok, env)
+    finally:
+        env.close()
