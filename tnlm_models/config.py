@@ -106,6 +106,9 @@ class MPOBertConfig:
     hidden_act, hidden_dropout_prob, attention_probs_dropout_prob, max_position_embeddings,
     type_vocab_size, initializer_range, layer_norm_eps, pad_token_id, classifier_dropout :
         As in ``transformers.BertConfig``.
+    embedding_size : int, optional
+        ALBERT's factorised embedding: tables of this width and a projection to
+        ``hidden_size`` (None: BERT's embedding, tables of width ``hidden_size``).
     num_labels : int, default 2
         Outputs of the sequence-classification head; 1 means regression (MSE loss).
     num_cores : int, default 5
@@ -144,6 +147,7 @@ class MPOBertConfig:
     pad_token_id: int = 0
     num_labels: int = 2
     classifier_dropout: float | None = None
+    embedding_size: int | None = None
     # MPO settings
     num_cores: int = 5
     factorizations: dict[str, Any] = field(default_factory=dict)
@@ -185,6 +189,12 @@ class MPOBertConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if self.embedding_size is not None and (
+            not isinstance(self.embedding_size, int) or self.embedding_size < 1
+        ):
+            raise ValueError(
+                f"embedding_size must be None or a positive int, got {self.embedding_size!r}"
+            )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} does not divide "
@@ -258,6 +268,11 @@ class MPOBertConfig:
                     )
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def embedding_width(self) -> int:
+        """Width of the embedding tables (``embedding_size`` or ``hidden_size``)."""
+        return self.embedding_size if self.embedding_size is not None else self.hidden_size
+
     @property
     def head_dim(self) -> int:
         """``hidden_size // num_attention_heads``."""

@@ -53,6 +53,10 @@ _EMBEDDING_KEYS = {
     "embeddings.LayerNorm.weight": "embeddings.norm.weight",
     "embeddings.LayerNorm.bias": "embeddings.norm.bias",
 }
+_PROJECTION_KEYS = {
+    "embeddings.projection.weight": "embeddings.projection.weight",
+    "embeddings.projection.bias": "embeddings.projection.bias",
+}
 _HEAD_KEYS = {
     "cls.predictions.transform.dense.weight": "head.transform.weight",
     "cls.predictions.transform.dense.bias": "head.transform.bias",
@@ -141,7 +145,78 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     )
 
 
+_ALBERT_LAYER = {
+    "attention.query": "attention.self.query",
+    "attention.key": "attention.self.key",
+    "attention.value": "attention.self.value",
+    "attention.dense": "attention.output.dense",
+    "attention.LayerNorm": "attention.output.LayerNorm",
+    "ffn": "intermediate.dense",
+    "ffn_output": "output.dense",
+    "full_layer_layer_norm": "output.LayerNorm",
+}
+_ALBERT_OTHER = {
+    "encoder.embedding_hidden_mapping_in.": "embeddings.projection.",
+    "predictions.dense.": "cls.predictions.transform.dense.",
+    "predictions.LayerNorm.": "cls.predictions.transform.LayerNorm.",
+    "predictions.decoder.": "cls.predictions.decoder.",
+    "predictions.bias": "cls.predictions.bias",
+    "pooler.": "pooler.dense.",
+    "sop_classifier.classifier.": "cls.seq_relationship.",
+}
+_ALBERT_GROUP = re.compile(r"^encoder\.albert_layer_groups\.(\d+)\.albert_layers\.(\d+)\.(.+)$")
+
+
+def _is_albert(state: Mapping[str, Any], hf: dict[str, Any] | None) -> bool:
+    if hf is not None and hf.get("model_type") == "albert":
+        return True
+    return any(k.startswith("albert.") or "albert_layer_groups" in k for k in state)
+
+
+def _albert_to_bert_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ALBERT keys -> BERT-layout keys with its one shared layer as ``encoder.layer.0``.
+
+    The embedding projection becomes ``embeddings.projection.*``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        key = k.removeprefix("albert.")
+        m = _ALBERT_GROUP.match(key)
+        if m:
+            group, inner, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+            if group or inner:
+                raise ValueError(
+                    f"ALBERT key {k!r}: only num_hidden_groups=1 and inner_group_num=1 "
+                    "(one shared layer) are supported"
+                )
+            sub, _, kind = rest.rpartition(".")
+            if sub not in _ALBERT_LAYER:
+                raise ValueError(f"unexpected ALBERT layer key {k!r}")
+            out[f"encoder.layer.0.{_ALBERT_LAYER[sub]}.{kind}"] = v
+            continue
+        for old, new in _ALBERT_OTHER.items():
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = v
+    return out
+
+
 def load_bert_state(source: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Read a BERT (or ALBERT) state dict and its Hugging Face config, in BERT layout.
+
+    An ALBERT checkpoint (one shared layer) is translated to BERT keys with that layer as
+    ``encoder.layer.0`` and the embedding projection as ``embeddings.projection``; its
+    config dict keeps ``model_type="albert"``. See ``_load_raw`` for the sources accepted.
+    """
+    state, hf = _load_raw(source)
+    if _is_albert(state, hf):
+        state = _albert_to_bert_layout(state)
+        hf = dict(hf or {}, model_type="albert")
+    return state, hf
+
+
+def _load_raw(source: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """Read a BERT state dict and (where available) its Hugging Face config as a dict.
 
     Parameters
@@ -192,29 +267,43 @@ def load_bert_state(source: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any
 
 def _infer_bert_config(state: Mapping[str, torch.Tensor], hf: dict[str, Any] | None) -> dict:
     """BERT hyper-parameters from the HF config, or from the tensor shapes."""
-    if hf is not None:
-        if hf.get("model_type", "bert") not in ("bert", None):
+    albert = hf is not None and hf.get("model_type") == "albert"
+    if hf is not None and (not albert or "hidden_size" in hf):
+        if hf.get("model_type", "bert") not in ("bert", "albert", None):
             raise ValueError(
-                f"source model_type {hf.get('model_type')!r} is not supported; expected 'bert'"
+                f"source model_type {hf.get('model_type')!r} is not supported; expected 'bert' "
+                "or 'albert'"
             )
+        for k in ("num_hidden_groups", "inner_group_num"):
+            if hf.get(k, 1) != 1:
+                raise ValueError(f"ALBERT with {k}={hf[k]} is not supported (expected 1)")
         pet = hf.get("position_embedding_type", "absolute")
         if pet != "absolute":
             raise ValueError(
                 f"position_embedding_type {pet!r} is not supported; expected 'absolute'"
             )
-        return {k: hf[k] for k in _BERT_CONFIG_FIELDS if k in hf}
+        d = {k: hf[k] for k in _BERT_CONFIG_FIELDS if k in hf}
+        if albert:
+            d["embedding_size"] = hf.get("embedding_size", 128)
+            d["classifier_dropout"] = hf.get("classifier_dropout_prob")
+        return d
     need = ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight"]
     missing = [k for k in need if k not in state]
     if missing:
         raise ValueError(f"state dict lacks {missing}; is it a BERT (HF layout) state dict?")
     vocab, hidden = state["embeddings.word_embeddings.weight"].shape
     layers = {int(m.group(1)) for k in state if (m := _LAYER.match(k))}
-    d: dict[str, Any] = {
-        "vocab_size": int(vocab),
-        "hidden_size": int(hidden),
-        "max_position_embeddings": int(state["embeddings.position_embeddings.weight"].shape[0]),
-        "num_hidden_layers": max(layers) + 1 if layers else 0,
-    }
+    d: dict[str, Any] = {}
+    if "embeddings.projection.weight" in state:
+        hidden, d["embedding_size"] = (int(x) for x in state["embeddings.projection.weight"].shape)
+    d.update(
+        {
+            "vocab_size": int(vocab),
+            "hidden_size": int(hidden),
+            "max_position_embeddings": int(state["embeddings.position_embeddings.weight"].shape[0]),
+            "num_hidden_layers": max(layers) + 1 if layers else 0,
+        }
+    )
     if "embeddings.token_type_embeddings.weight" in state:
         d["type_vocab_size"] = int(state["embeddings.token_type_embeddings.weight"].shape[0])
     key = "encoder.layer.0.intermediate.dense.weight"
@@ -231,7 +320,13 @@ def _check_keys(state: Mapping[str, torch.Tensor], layers: int, strict: bool) ->
     missing = [k for k in required if k not in state]
     if missing:
         raise ValueError(f"pre-trained state dict is missing keys {missing}")
-    known = set(required) | set(_HEAD_KEYS) | set(_POOLER_KEYS) | set(_CLASSIFIER_KEYS)
+    known = (
+        set(required)
+        | set(_PROJECTION_KEYS)
+        | set(_HEAD_KEYS)
+        | set(_POOLER_KEYS)
+        | set(_CLASSIFIER_KEYS)
+    )
     unexpected = sorted(k for k in state if k not in known and not _IGNORED.match(k))
     if unexpected and strict:
         raise ValueError(
@@ -303,6 +398,10 @@ def from_bert(
     state, hf = load_bert_state(source)
     bert_kw = _infer_bert_config(state, hf)
     src_layers = int(bert_kw.get("num_hidden_layers", 0))
+    if hf is not None and hf.get("model_type") == "albert":
+        # ALBERT: one distinct (shared) source layer; its depth is the default target depth.
+        src_layers = 1 if any(_LAYER.match(k) for k in state) else 0
+        bert_kw.setdefault("num_hidden_layers", src_layers)
     if src_layers < 1:
         raise ValueError("pre-trained state dict has no encoder layers (encoder.layer.<i>.*)")
     kw = dict(bert_kw)
@@ -314,7 +413,7 @@ def from_bert(
             "num_attention_heads cannot be inferred from a state dict; pass "
             "num_attention_heads=... (or a source with a config)"
         )
-    kw["num_hidden_layers"] = num_hidden_layers or src_layers
+    kw["num_hidden_layers"] = num_hidden_layers or bert_kw["num_hidden_layers"] or src_layers
     config = MPOBertConfig(**kw)
     if config.hidden_size != bert_kw["hidden_size"]:
         raise ValueError(
@@ -323,14 +422,19 @@ def from_bert(
     _check_keys(state, src_layers, strict)
     if not 0 <= clone_layer < src_layers:
         raise ValueError(f"clone_layer={clone_layer} outside [0, {src_layers})")
-    h = config.hidden_size
+    e = config.embedding_width
     for k in _EMBEDDING_KEYS:
         shape = {
-            "embeddings.word_embeddings.weight": (config.vocab_size, h),
-            "embeddings.position_embeddings.weight": (config.max_position_embeddings, h),
-            "embeddings.token_type_embeddings.weight": (config.type_vocab_size, h),
-        }.get(k, (h,))
+            "embeddings.word_embeddings.weight": (config.vocab_size, e),
+            "embeddings.position_embeddings.weight": (config.max_position_embeddings, e),
+            "embeddings.token_type_embeddings.weight": (config.type_vocab_size, e),
+        }.get(k, (e,))
         _expect_shape(state, k, shape)
+    if config.embedding_size is not None:
+        for k in _PROJECTION_KEYS:
+            if k not in state:
+                raise ValueError(f"pre-trained state dict is missing keys ['{k}']")
+        _expect_shape(state, "embeddings.projection.weight", (config.hidden_size, e))
     for i in range(src_layers):
         for name in MATRIX_NAMES:
             out_f, in_f = config.matrix_shape(name)
@@ -366,6 +470,9 @@ def _load_into(
 
     for src, dst in _EMBEDDING_KEYS.items():
         put(prefix + dst, state[src])
+    if cfg.embedding_size is not None:
+        for src, dst in _PROJECTION_KEYS.items():
+            put(prefix + dst, state[src])
     for group in (_HEAD_KEYS, _POOLER_KEYS, _CLASSIFIER_KEYS):
         for src, dst in group.items():
             dst = dst if prefix else dst.removeprefix("bert.")
@@ -478,6 +585,12 @@ def to_bert_state_dict(model: Any) -> dict[str, torch.Tensor]:
     MPO weights are rebuilt (adapters included), shared tensors copied into every layer.
     """
     cfg = model.config
+    if cfg.embedding_size is not None:
+        raise ValueError(
+            f"a model with a factorised embedding (embedding_size={cfg.embedding_size}, as "
+            "converted from ALBERT) has no dense BERT equivalent: BERT applies its embedding "
+            "LayerNorm at hidden width"
+        )
     out: dict[str, torch.Tensor] = {}
     params = dict(model.named_parameters(remove_duplicate=False))
     prefix = "bert." if hasattr(model, "bert") and model.bert is not model else ""

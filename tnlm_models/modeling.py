@@ -124,17 +124,24 @@ def make_linear(config: MPOBertConfig, name: str, central: nn.Parameter | None =
 
 
 class MPOBertEmbeddings(nn.Module):
-    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+    """Word + position + token-type embeddings, then LayerNorm and dropout.
+
+    With ``config.embedding_size`` set (ALBERT's factorised embedding) the tables have that
+    width and a ``projection`` (ALBERT's ``embedding_hidden_mapping_in``) maps to hidden.
+    """
 
     def __init__(self, config: MPOBertConfig) -> None:
         super().__init__()
         self.config = config
-        h = config.hidden_size
-        self.word_embeddings = nn.Embedding(config.vocab_size, h, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
-        self.norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        e = config.embedding_width
+        self.word_embeddings = nn.Embedding(config.vocab_size, e, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, e)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, e)
+        self.norm = nn.LayerNorm(e, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.projection = (
+            nn.Linear(e, config.hidden_size) if config.embedding_size is not None else None
+        )
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         """``input_ids``, ``token_type_ids`` : (B, T) -> (B, T, hidden)."""
@@ -144,8 +151,11 @@ class MPOBertEmbeddings(nn.Module):
             self.word_embeddings(input_ids)
             + self.position_embeddings(pos)[None]
             + self.token_type_embeddings(token_type_ids)
-        )  # (B, T, hidden)
-        return self.dropout(self.norm(x))
+        )  # (B, T, embedding width)
+        x = self.dropout(self.norm(x))
+        if self.projection is not None:
+            x = self.projection(x)  # (B, T, hidden)
+        return x
 
 
 class MPOBertLayer(nn.Module):
@@ -448,10 +458,10 @@ class MPOBertLMHead(nn.Module):
 
     def __init__(self, config: MPOBertConfig) -> None:
         super().__init__()
-        h = config.hidden_size
-        self.transform = nn.Linear(h, h)
+        e = config.embedding_width
+        self.transform = nn.Linear(config.hidden_size, e)
         self.act = _ACTS[config.hidden_act]
-        self.norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.norm = nn.LayerNorm(e, eps=config.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, x: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:

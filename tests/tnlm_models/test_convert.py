@@ -223,3 +223,62 @@ def test_bad_pretrained_input(hf_mlm, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no model.safetensors or pytorch_model.bin"):
         load_bert_state(tmp_path / "empty")
+
+
+def _albert_config(**kw):
+    base = dict(
+        vocab_size=V,
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=24,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    base.update(kw)
+    return transformers.AlbertConfig(**base)
+
+
+@pytest.mark.parametrize("sharing", ["all", "central"])
+def test_albert_reproduces_logits(sharing, tmp_path):
+    torch.manual_seed(6)
+    hf = transformers.AlbertForMaskedLM(_albert_config()).eval()
+    ids, mask, types = random_batch(V)
+    model = MPOBertForMaskedLM.from_bert(hf, sharing=sharing, num_cores=3).eval()
+    assert model.config.embedding_size == 16 and model.config.num_hidden_layers == 3
+    assert model.conversion_report.layer_map == [0, 0, 0]
+    with torch.no_grad():
+        ours = model(ids, mask, types).logits
+    torch.testing.assert_close(ours, _hf_logits(hf, ids, mask, types), rtol=1e-4, atol=1e-5)
+    model.save_pretrained(tmp_path)
+    again = MPOBertForMaskedLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(again(ids, mask, types).logits, ours)
+    with pytest.raises(ValueError, match="factorised embedding .*no dense BERT equivalent"):
+        model.to_bert()
+
+
+def test_albert_classifier_and_deeper_target():
+    torch.manual_seed(7)
+    hf = transformers.AlbertForSequenceClassification(_albert_config(num_labels=3)).eval()
+    ids, mask, types = random_batch(V)
+    model = MPOBertForSequenceClassification.from_bert(hf, sharing="central", num_cores=3)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.eval()(ids, mask, types).logits,
+            _hf_logits(hf, ids, mask, types),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    deep = MPOBertForMaskedLM.from_bert(hf, num_hidden_layers=6, num_cores=3)
+    assert deep.config.num_hidden_layers == 6
+    assert deep.conversion_report.mean_relative_error < 1e-6
+
+
+def test_albert_unsupported_groups():
+    torch.manual_seed(8)
+    hf = transformers.AlbertForMaskedLM(_albert_config(num_hidden_groups=2))
+    with pytest.raises(ValueError, match=r"albert_layer_groups.1.*only num_hidden_groups=1"):
+        MPOBertForMaskedLM.from_bert(hf, num_cores=3)
