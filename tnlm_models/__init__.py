@@ -23,3 +23,4 @@ __all__ = [
     "MATRIX_NAMES",
     "SHARING_MODES",
 ]
+from .train import TrainConfig as TrainConfig, train as train  # noqa: E402, I001
