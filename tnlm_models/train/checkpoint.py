@@ -70,7 +70,7 @@ def capture_rng_state() -> dict[str, Any]:
     Plain values (no tensors) pickle the same way everywhere, so the states of all
     processes can be gathered to rank 0 and stored with ``torch.save``.
     """
-    np_state = np.random.get_state()  # noqa: NPY002
+    np_state: Any = np.random.get_state()  # noqa: NPY002
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (np_state[0], np_state[1].tolist(), *(np_state[2:])),
@@ -122,8 +122,9 @@ def read_index(ckpt_root: str | os.PathLike) -> dict[str, Any]:
 
 
 def _save_model(model: nn.Module, directory: Path) -> None:
-    if hasattr(model, "save_pretrained"):
-        model.save_pretrained(directory)
+    save = getattr(model, "save_pretrained", None)
+    if callable(save):
+        save(directory)
         return
     from safetensors.torch import save_model  # fallback for plain modules
 
@@ -219,7 +220,8 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "latest") -> Path:
         index = read_index(root)
         if index:
             name = index.get(which) or index.get("latest")
-            return root / name
+            if name:
+                return root / str(name)
     raise FileNotFoundError(
         f"{p} is neither a checkpoint (no {MODEL_FILE}) nor a run directory with "
         f"checkpoints/{INDEX}"
@@ -252,7 +254,7 @@ def load_model_weights(model: nn.Module, ckpt: str | os.PathLike) -> None:
     ckpt = Path(ckpt)
     cfg_file = ckpt / "config.json"
     model_cfg = getattr(model, "config", None)
-    if cfg_file.is_file() and hasattr(model_cfg, "to_dict"):
+    if cfg_file.is_file() and model_cfg is not None and hasattr(model_cfg, "to_dict"):
         raw = json.loads(cfg_file.read_text())
         check_same_shape(raw.get("config", raw), model_cfg.to_dict(), str(ckpt))
     try:

@@ -159,7 +159,7 @@ def evaluate(
             model = ForMLM.from_pretrained(ckpt)
         else:
             model = ForCls.from_pretrained(
-                ckpt, num_labels=1 if cfg.regression else len(label_list)
+                ckpt, num_labels=1 if cfg.regression else len(label_list or [])
             )
         _check_model(model, cfg, tok, 1 if cfg.regression else len(label_list or [0, 0]))
         model.to(env.device)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tokenizers import Tokenizer
@@ -424,7 +424,9 @@ def _train(
             n_tokens += int(batch["attention_mask"].sum())
             batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
             sync = (
-                runner.no_sync() if env.distributed and m < accum - 1 else contextlib.nullcontext()
+                cast(Any, runner).no_sync()
+                if env.distributed and m < accum - 1
+                else contextlib.nullcontext()
             )
             with sync:
                 with autocast:
