@@ -76,8 +76,8 @@ class Backend:
         if self.name == "torch":
             import torch
 
-            return torch.as_tensor(np.ascontiguousarray(a)).to(self.native_dtype(dtype))
-        return np.ascontiguousarray(a).astype(dtype)
+            return torch.as_tensor(np.array(a, order="C")).to(self.native_dtype(dtype))
+        return np.array(a, dtype=dtype, order="C")
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """A float64/complex128 numpy copy of ``x`` (any backend)."""
