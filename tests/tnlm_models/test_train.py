@@ -392,3 +392,16 @@ def test_real_sst2_finetune_smoke(tmp_path):
     )
     assert res.model.config.vocab_size == 30522
     assert set(res.metrics) == {"loss", "accuracy", "f1", "mcc"}
+
+
+def test_dataloader_workers_do_not_change_the_result(corpus, tmp_path):
+    kw = dict(max_steps=2, log_every=0)
+    a = train(None, None, base(corpus, tmp_path / "w0", num_workers=0, **kw))
+    b = train(None, None, base(corpus, tmp_path / "w2", num_workers=2, **kw))
+    sa, sb = _state(a.model), _state(b.model)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.train_loss == b.train_loss
+    assert not (a.run_dir / "metrics.jsonl").exists() or all(
+        json.loads(ln)["split"] == "valid"
+        for ln in (a.run_dir / "metrics.jsonl").read_text().splitlines()
+    )

@@ -251,7 +251,7 @@ def _train(
         eps=cfg.adam_eps,
     )
     if env.distributed:
-        ddp_kwargs: dict[str, Any] = {"find_unused_parameters": True}
+        ddp_kwargs: dict[str, Any] = {}
         if env.device.type == "cuda":
             ddp_kwargs["device_ids"] = [env.device.index]
         runner: nn.Module = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
@@ -490,7 +490,7 @@ def _train(
                 "compute": 0.0,
                 "t0": time.perf_counter(),
             }
-        elif train_loss is None:
+        elif not cfg.log_every or train_loss is None:
             train_loss = loss
         is_last = done == total_steps
         metrics = None
