@@ -405,3 +405,28 @@ def test_dataloader_workers_do_not_change_the_result(corpus, tmp_path):
         json.loads(ln)["split"] == "valid"
         for ln in (a.run_dir / "metrics.jsonl").read_text().splitlines()
     )
+
+
+def test_init_from_checks_shape_and_applies_other_model_fields(corpus, tmp_path):
+    pre = train(None, None, base(corpus, tmp_path / "pre", max_steps=1))
+    fine = dict(
+        task="finetune",
+        train_data=[corpus["train"]],
+        max_steps=1,
+        batch_size=4,
+        progress=False,
+        max_seq_length=32,
+        init_from=str(pre.run_dir),
+    )
+    with pytest.raises(ValueError, match=r"another shape \(hidden_size: checkpoint 16 vs model 32"):
+        train(None, None, dict(fine, model={"hidden_size": 32}, output_dir=str(tmp_path / "x")))
+    res = train(
+        None,
+        None,
+        dict(
+            fine,
+            model={"hidden_dropout_prob": 0.0, "hidden_size": 16},
+            output_dir=str(tmp_path / "y"),
+        ),
+    )
+    assert res.model.config.hidden_dropout_prob == 0.0 and res.model.config.num_labels == 2

@@ -4,6 +4,7 @@ loaders and model construction (private; used by ``loop`` and ``evaluation``).""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -33,6 +34,7 @@ from ..data import (
     split_documents,
 )
 from ..tokenization import WordPieceTokenizer
+from .checkpoint import SHAPE_KEYS, check_same_shape
 from .config import DEFAULT_MODEL, TrainConfig, load_config
 
 logger = logging.getLogger("tnlm_models.train.loop")
@@ -281,9 +283,7 @@ def _build_model(
     MPOBertConfig, ForMLM, ForCls = _model_classes()
     cls = ForMLM if cfg.task == "pretrain" else ForCls
     if source is not None:
-        if cfg.task == "pretrain":
-            return cls.from_pretrained(source)
-        return cls.from_pretrained(source, num_labels=num_labels)
+        return _from_checkpoint(cls, source, model_or_config, cfg, num_labels)
     if isinstance(model_or_config, MPOBertConfig):
         base = model_or_config.to_dict()
     elif isinstance(model_or_config, dict):
@@ -299,6 +299,33 @@ def _build_model(
         logger.info("model vocab_size set to the tokenizer's %d", tok.vocab_size)
     base.update(vocab_size=tok.vocab_size, pad_token_id=tok.pad_id, num_labels=num_labels)
     return cls(MPOBertConfig.from_dict(base))
+
+
+def _from_checkpoint(
+    cls: Any, source: Path, model_or_config: Any, cfg: TrainConfig, num_labels: int
+) -> nn.Module:
+    """``cls.from_pretrained(source)``; model fields given explicitly (a config, a dict or
+    ``cfg.model``) must match the checkpoint's shape, the others (dropout, ...) apply."""
+    if model_or_config is None:
+        given = dict(cfg.model)
+    elif isinstance(model_or_config, dict):
+        given = dict(model_or_config)
+    elif hasattr(model_or_config, "to_dict"):
+        given = model_or_config.to_dict()
+    else:
+        raise TypeError(
+            "model_or_config must be a model, an MPOBertConfig, a dict of its fields, a "
+            f"checkpoint path or None, got {type(model_or_config).__name__}"
+        )
+    for key in ("vocab_size", "pad_token_id", "num_labels"):
+        given.pop(key, None)
+    raw = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    stored = raw.get("config", raw)
+    check_same_shape(stored, given, str(source))
+    overrides = {k: v for k, v in given.items() if k not in SHAPE_KEYS and stored.get(k) != v}
+    if cfg.task == "finetune":
+        overrides["num_labels"] = num_labels
+    return cls.from_pretrained(source, **overrides)
 
 
 def _check_model(

@@ -284,6 +284,9 @@ def _train(
                 env.world_size,
             )
             _seed_all(_derived_seed(cfg.seed, 1, env.rank, start_step))
+        index = read_index(resume_ckpt.parent)
+        if index.get("best"):
+            best_ckpt = resume_ckpt.parent / str(index["best"])
         logger.info("resuming from %s at step %d", resume_ckpt, start_step)
     else:
         _seed_all(_derived_seed(cfg.seed, 1, env.rank))
