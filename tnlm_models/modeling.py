@@ -443,7 +443,8 @@ class MPOBertModel(MPOBertPreTrainedModel):
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, hidden)
         mask = None
-        if attention_mask is not None:
+        # An all-ones mask changes nothing: drop it so SDPA can use its unmasked kernels.
+        if attention_mask is not None and not bool(attention_mask.all()):
             keep = attention_mask[:, None, None, :].to(x.dtype)  # (B, 1, 1, T)
             mask = (1.0 - keep) * torch.finfo(x.dtype).min  # additive, (B, 1, 1, T)
         x, states = self.encoder(x, mask, output_hidden_states)

@@ -98,7 +98,8 @@ class MPOLinear(nn.Module):
         Rank of the additive low-rank adapter ``up @ down`` (``up`` zero-initialised).
     forward_mode : {"auto", "dense", "cores"}
         "dense" rebuilds ``W`` and does one GEMM; "cores" contracts the input through the
-        cores; "auto" picks the one with fewer FLOPs for the input's row count.
+        cores; "auto" picks the one with fewer FLOPs for the input's row count (the cores
+        path's count weighted by ``cores_flop_weight``).
     std : float, default 0.02
         Target standard deviation of the rebuilt weight (see ``reset_parameters``).
     initialize : bool, default True
@@ -112,6 +113,11 @@ class MPOLinear(nn.Module):
     >>> lin(torch.randn(3, 16)).shape
     torch.Size([3, 8])
     """
+
+    #: The input contraction runs as a chain of small, permuted tensor products, which
+    #: reach a fraction of a GEMM's throughput (peers.md measures 1.6-3x at best); "auto"
+    #: picks it only when its FLOP count times this weight is below the dense path's.
+    cores_flop_weight: float = 3.0
 
     def __init__(
         self,
@@ -334,7 +340,7 @@ class MPOLinear(nn.Module):
         mode = self._mode_cache.get(rows)
         if mode is None:
             c = self.cost(rows)
-            mode = "cores" if c["cores"] < c["dense"] else "dense"
+            mode = "cores" if self.cores_flop_weight * c["cores"] < c["dense"] else "dense"
             self._mode_cache[rows] = mode
         return mode
 
@@ -342,30 +348,58 @@ class MPOLinear(nn.Module):
     def mpo_weight(self) -> torch.Tensor:
         """The weight rebuilt from the cores alone, shape ``(out_features, in_features)``.
 
-        A left-to-right sweep of plain matrix products (each a GEMM with no permutation),
-        then one permutation from the interleaved ``(out_1, in_1, ..., out_n, in_n)`` order
-        to ``(out, in)``.
+        Meet in the middle: the (small) left block ``L`` of the cores before the centre and
+        right block ``R`` of the cores after it are formed first, then two GEMMs with the
+        central tensor, ``(L @ C) @ R``, give ``W`` in the interleaved order
+        ``(out_1, in_1, ..., out_n, in_n)``; one permutation brings it to ``(out, in)``.
+        Every step is a plain matrix product of contiguous operands.
         """
-        cores = self.cores
-        t = cores[0].reshape(-1, cores[0].shape[-1])  # (out_1 in_1, r_1)
-        for core in cores[1:]:
+        cores, c, n = self.cores, self.central_index, self.num_cores
+        left = None
+        for core in cores[:c]:
             r_l, o, i, r_r = core.shape
-            t = t @ core.reshape(r_l, o * i * r_r)  # (P, o i r_r)
-            t = t.reshape(-1, r_r)  # (P o i, r_r)
-        n = self.num_cores
+            if left is None:
+                left = core.reshape(o * i, r_r)  # (out_1 in_1, r_1)
+            else:
+                left = (left @ core.reshape(r_l, o * i * r_r)).reshape(-1, r_r)  # (P_l, r)
+        right = None
+        for core in reversed(cores[c + 1 :]):
+            r_l, o, i, r_r = core.shape
+            if right is None:
+                right = core.reshape(r_l, o * i)  # (r_{n-1}, out_n in_n)
+            else:
+                right = (core.reshape(r_l * o * i, r_r) @ right).reshape(r_l, -1)  # (r, P_r)
+        central = cores[c]
+        r_l, o, i, r_r = central.shape
+        x = central.reshape(r_l, o * i * r_r)  # (r_c, out_c in_c r_{c+1})
+        if left is not None:
+            x = left @ x  # (P_l, out_c in_c r_{c+1})
+        x = x.reshape(-1, r_r)  # (P_l out_c in_c, r_{c+1})
+        if right is not None:
+            x = x @ right  # (P_l out_c in_c, P_r)
         inter = [d for k in range(n) for d in (self.out_dims[k], self.in_dims[k])]
         perm = [2 * k for k in range(n)] + [2 * k + 1 for k in range(n)]
-        w = t.reshape(inter).permute(perm)  # (out_1..out_n, in_1..in_n)
+        w = x.reshape(inter).permute(perm)  # (out_1..out_n, in_1..in_n)
         return w.reshape(self.out_features, self.in_features)  # (out, in)
 
     def rebuild_flops(self) -> int:
-        """FLOPs of ``mpo_weight()`` (the left-to-right sweep)."""
-        flops, rows = 0, 1
-        for k in range(self.num_cores):
-            r_l, o, i, r_r = self.core_shape(k)
+        """FLOPs of ``mpo_weight()``."""
+        shapes = [self.core_shape(k) for k in range(self.num_cores)]
+        c = self.central_index
+        flops, p_left, p_right = 0, 1, 1
+        for k, (r_l, o, i, r_r) in enumerate(shapes[:c]):
             if k:
-                flops += 2 * rows * r_l * o * i * r_r
-            rows *= o * i
+                flops += 2 * p_left * r_l * o * i * r_r
+            p_left *= o * i
+        for k, (r_l, o, i, r_r) in enumerate(reversed(shapes[c + 1 :])):
+            if k:
+                flops += 2 * r_l * o * i * r_r * p_right
+            p_right *= o * i
+        r_l, o, i, r_r = shapes[c]
+        if c:
+            flops += 2 * p_left * r_l * o * i * r_r
+        if c + 1 < self.num_cores:
+            flops += 2 * p_left * o * i * r_r * p_right
         return flops
 
     def rebuild_weight(self) -> torch.Tensor:

@@ -76,6 +76,15 @@ def test_nn_linear_module_equivalence_float32():
     torch.testing.assert_close(layer(x), lin(x), rtol=1e-5, atol=1e-6)
 
 
+def test_rebuild_flops_formula():
+    torch.manual_seed(0)
+    layer = MPOLinear(24, 24, out_dims=(2, 3, 4), in_dims=(3, 2, 4))
+    r = layer.bond_dims  # (1, 6, 16, 1)
+    # left block is core 0 alone; right block core 2 alone; then (L @ C) and (. @ R)
+    expected = 2 * 6 * (r[1] * 6 * r[2]) + 2 * (6 * 6) * r[2] * 16
+    assert layer.rebuild_flops() == expected
+
+
 def test_bond_dims_formula():
     out_dims, in_dims = (2, 3, 4), (3, 2, 4)
     sizes = [6, 6, 16]
@@ -90,7 +99,8 @@ def test_auto_mode_picks_cheaper_strategy():
     layer = MPOLinear(256, 256, num_cores=4, bond_dim=2)
     for rows in (1, 4096):
         cost = layer.cost(rows)
-        expected = "cores" if cost["cores"] < cost["dense"] else "dense"
+        weighted = layer.cores_flop_weight * cost["cores"]
+        expected = "cores" if weighted < cost["dense"] else "dense"
         assert layer.choose_mode(rows) == expected
     # A rank-2 MPO applied to one vector costs far less than rebuilding W.
     assert layer.choose_mode(1) == "cores"
