@@ -44,53 +44,19 @@ FORWARD_MODES: tuple[str, ...] = ("auto", "dense", "cores")
 HIDDEN_ACTS: tuple[str, ...] = ("gelu", "gelu_new", "relu", "tanh")
 
 
-def _prime_factors(n: int) -> list[int]:
-    out, p = [], 2
-    while p * p <= n:
-        while n % p == 0:
-            out.append(p)
-            n //= p
-        p += 1
-    if n > 1:
-        out.append(n)
-    return out
-
-
 def auto_factorize(dim: int, n: int) -> tuple[int, ...]:
-    """A balanced factorisation of ``dim`` into ``n`` integer factors.
+    """The balanced factorisation of ``dim`` into ``n`` factors that tnlm uses.
 
-    Uses ``tnlm.factorize`` where the core provides it; otherwise prime factors are dealt,
-    largest first, to the currently smallest factor, and the result is sorted in decreasing
-    order (so the smallest factors sit on the boundary cores, which keeps the auxiliary
-    tensors small).
-
-    Parameters
-    ----------
-    dim : int
-        The dimension to factorise (>= 1).
-    n : int
-        The number of factors (>= 1).
-
-    Returns
-    -------
-    tuple of int, length n
-        Factors whose product is ``dim``.
+    A thin wrapper of ``tnlm.factorize`` (so models and ``tnlm.mpo_decompose(W, n)`` agree).
 
     Examples
     --------
     >>> auto_factorize(768, 5)
-    (4, 4, 4, 4, 3)
+    (3, 4, 4, 4, 4)
     """
     import tnlm
 
-    factorize = getattr(tnlm, "factorize", None)
-    if factorize is not None:
-        return tuple(int(f) for f in factorize(dim, n))
-    factors = [1] * n
-    for p in sorted(_prime_factors(dim), reverse=True):
-        i = min(range(n), key=lambda k: factors[k])
-        factors[i] *= p
-    return tuple(sorted(factors, reverse=True))
+    return tuple(int(f) for f in tnlm.factorize(dim, n))
 
 
 @dataclass

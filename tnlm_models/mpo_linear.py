@@ -98,8 +98,8 @@ class MPOLinear(nn.Module):
         Rank of the additive low-rank adapter ``up @ down`` (``up`` zero-initialised).
     forward_mode : {"auto", "dense", "cores"}
         "dense" rebuilds ``W`` and does one GEMM; "cores" contracts the input through the
-        cores; "auto" picks the one with fewer FLOPs for the input's row count (the cores
-        path's count weighted by ``cores_flop_weight``).
+        cores; "auto" picks the cheaper one for the input's row count, by FLOP counts
+        weighted as ``cores_flop_weight`` and ``dense_element_cost`` describe.
     std : float, default 0.02
         Target standard deviation of the rebuilt weight (see ``reset_parameters``).
     initialize : bool, default True
@@ -114,10 +114,15 @@ class MPOLinear(nn.Module):
     torch.Size([3, 8])
     """
 
-    #: The input contraction runs as a chain of small, permuted tensor products, which
-    #: reach a fraction of a GEMM's throughput (peers.md measures 1.6-3x at best); "auto"
-    #: picks it only when its FLOP count times this weight is below the dense path's.
+    #: How "auto" weighs the two FLOP counts (heuristics measured on a 2-core x86 CPU,
+    #: see docs/benchmarks_models.md; override per instance or subclass). The input
+    #: contraction is a chain of small permuted tensor products that run at a fraction of
+    #: a GEMM's throughput, so its FLOPs count ``cores_flop_weight`` times; the dense path
+    #: materialises ``W`` and its gradient (several memory-bound passes over out*in
+    #: elements: permutation, adapter, gradient), charged ``dense_element_cost``
+    #: FLOP-equivalents per weight element.
     cores_flop_weight: float = 3.0
+    dense_element_cost: float = 600.0
 
     def __init__(
         self,
@@ -340,7 +345,8 @@ class MPOLinear(nn.Module):
         mode = self._mode_cache.get(rows)
         if mode is None:
             c = self.cost(rows)
-            mode = "cores" if self.cores_flop_weight * c["cores"] < c["dense"] else "dense"
+            dense = c["dense"] + self.dense_element_cost * self.in_features * self.out_features
+            mode = "cores" if self.cores_flop_weight * c["cores"] < dense else "dense"
             self._mode_cache[rows] = mode
         return mode
 

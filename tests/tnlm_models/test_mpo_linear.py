@@ -100,7 +100,8 @@ def test_auto_mode_picks_cheaper_strategy():
     for rows in (1, 4096):
         cost = layer.cost(rows)
         weighted = layer.cores_flop_weight * cost["cores"]
-        expected = "cores" if weighted < cost["dense"] else "dense"
+        dense = cost["dense"] + layer.dense_element_cost * 256 * 256
+        expected = "cores" if weighted < dense else "dense"
         assert layer.choose_mode(rows) == expected
     # A rank-2 MPO applied to one vector costs far less than rebuilding W.
     assert layer.choose_mode(1) == "cores"
