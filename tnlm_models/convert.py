@@ -282,11 +282,11 @@ def _infer_bert_config(state: Mapping[str, torch.Tensor], hf: dict[str, Any] | N
             raise ValueError(
                 f"position_embedding_type {pet!r} is not supported; expected 'absolute'"
             )
-        d = {k: hf[k] for k in _BERT_CONFIG_FIELDS if k in hf}
+        found = {k: hf[k] for k in _BERT_CONFIG_FIELDS if k in hf}
         if albert:
-            d["embedding_size"] = hf.get("embedding_size", 128)
-            d["classifier_dropout"] = hf.get("classifier_dropout_prob")
-        return d
+            found["embedding_size"] = hf.get("embedding_size", 128)
+            found["classifier_dropout"] = hf.get("classifier_dropout_prob")
+        return found
     need = ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight"]
     missing = [k for k in need if k not in state]
     if missing:

@@ -26,7 +26,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -51,7 +51,7 @@ def matrix_std(config: Any, name: str) -> float:
 
 
 @torch.no_grad()
-def _init_common(model: nn.Module, generator: torch.Generator | None) -> None:
+def _init_common(model: Any, generator: torch.Generator | None) -> None:
     cfg = model.config
     std = cfg.initializer_range
     seen_central: set[int] = set()
@@ -96,12 +96,12 @@ def _init_common(model: nn.Module, generator: torch.Generator | None) -> None:
 
 #: Registry of from-scratch schemes (all share one function; the scheme only changes
 #: ``matrix_std``).
-INIT_FUNCTIONS: dict[str, Callable[[nn.Module, torch.Generator | None], None]] = {
+INIT_FUNCTIONS: dict[str, Callable[[Any, torch.Generator | None], None]] = {
     name: _init_common for name in INIT_SCHEMES
 }
 
 
-def init_from_scratch(model: nn.Module, generator: torch.Generator | None = None) -> None:
+def init_from_scratch(model: Any, generator: torch.Generator | None = None) -> None:
     """Initialise ``model`` in place with ``model.config.init_scheme``.
 
     Parameters
@@ -364,7 +364,7 @@ def fit_shared_central(
     auxiliary, errors = [], []
     for w, lft, rgt in zip(weights, lefts, rights):
         cores = _cores_of(lft, central_core, rgt, out_dims, in_dims, bonds)
-        full = [central_core if k == c else cores[k] for k in range(n)]
+        full = [central_core if k == c else cast(torch.Tensor, cores[k]) for k in range(n)]
         w64 = w.to(torch.float64)
         err = torch.linalg.norm(w64 - rebuild(full, out_dims, in_dims)) / torch.linalg.norm(w64)
         auxiliary.append(cores)

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -161,6 +161,13 @@ class MPOBertEmbeddings(nn.Module):
 class MPOBertLayer(nn.Module):
     """One post-LN transformer layer (self-attention, then feed-forward)."""
 
+    query: nn.Module
+    key: nn.Module
+    value: nn.Module
+    attention_output: nn.Module
+    intermediate: nn.Module
+    output: nn.Module
+
     def __init__(
         self, config: MPOBertConfig, centrals: dict[str, nn.Parameter] | None = None
     ) -> None:
@@ -288,7 +295,8 @@ class MPOBertPreTrainedModel(nn.Module):
 
     def encoder_module(self) -> MPOBertEncoder:
         """The ``MPOBertEncoder`` of this model."""
-        return self.bert.encoder  # type: ignore[attr-defined]
+        bert: Any = self.bert  # type: ignore[attr-defined]
+        return cast(MPOBertEncoder, bert.encoder)
 
     def parameter_breakdown(self) -> dict[str, int]:
         """Unique parameter counts per part.

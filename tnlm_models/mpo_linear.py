@@ -65,14 +65,16 @@ def full_bond_dims(
     return tuple(bonds)
 
 
-def _isometry(rows: int, cols: int, generator: torch.Generator | None, **kw: Any) -> torch.Tensor:
+def _isometry(
+    rows: int, cols: int, generator: torch.Generator | None, dtype: Any, device: Any
+) -> torch.Tensor:
     """A random ``(rows, cols)`` matrix with orthonormal columns (rows >= cols) or rows."""
     tall = rows >= cols
     a = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
     q, r = torch.linalg.qr(a)  # (max, min)
     q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
     q = q if tall else q.T
-    return q.to(**kw)
+    return q.to(dtype=dtype, device=device)
 
 
 class MPOLinear(nn.Module):
@@ -187,12 +189,11 @@ class MPOLinear(nn.Module):
         self.adapter_size = int(adapter_size)
         if self.adapter_size < 0:
             raise ValueError(f"adapter_size must be >= 0, got {adapter_size!r}")
+        self.adapter_down: nn.Parameter | None = None
+        self.adapter_up: nn.Parameter | None = None
         if self.adapter_size:
             self.adapter_down = nn.Parameter(torch.empty(self.adapter_size, in_features, **factory))
             self.adapter_up = nn.Parameter(torch.zeros(out_features, self.adapter_size, **factory))
-        else:
-            self.adapter_down = None
-            self.adapter_up = None
         self._mode_cache: dict[int, str] = {}
         if initialize:
             self.reset_parameters(std, init_central=central is None)
@@ -217,7 +218,7 @@ class MPOLinear(nn.Module):
         """The ``n`` cores, in order, each ``(r_left, out_k, in_k, r_right)``."""
         return [getattr(self, self.core_name(k)) for k in range(self.num_cores)]
 
-    def auxiliary_parameters(self) -> list[nn.Parameter]:
+    def auxiliary_parameters(self) -> list[torch.Tensor]:
         """The non-central cores."""
         return [c for k, c in enumerate(self.cores) if k != self.central_index]
 
@@ -249,30 +250,32 @@ class MPOLinear(nn.Module):
         ``std^2``. The bias is zero, ``adapter_down`` is ``N(0, std^2)`` and
         ``adapter_up`` zero (the adapter starts as the zero matrix).
         """
-        kw = {"dtype": self.core0_like().dtype, "device": self.core0_like().device}
+        dtype, device = self.core0_like().dtype, self.core0_like().device
         c = self.central_index
         for k in range(self.num_cores):
             if k == c:
                 continue
             r_l, o, i, r_r = self.core_shape(k)
             if k < c:
-                q = _isometry(r_l * o * i, r_r, generator, **kw)  # (r_l*o*i, r_r)
+                q = _isometry(r_l * o * i, r_r, generator, dtype, device)  # (r_l*o*i, r_r)
             else:
-                q = _isometry(r_l, o * i * r_r, generator, **kw)  # (r_l, o*i*r_r)
+                q = _isometry(r_l, o * i * r_r, generator, dtype, device)  # (r_l, o*i*r_r)
             getattr(self, self.core_name(k)).copy_(q.reshape(r_l, o, i, r_r))
         if init_central:
             central = self.central
             std_c = std * math.sqrt(self.out_features * self.in_features / central.numel())
             central.copy_(
-                torch.randn(central.shape, generator=generator, dtype=torch.float64).to(**kw)
+                torch.randn(central.shape, generator=generator, dtype=torch.float64).to(
+                    dtype=dtype, device=device
+                )
                 * std_c
             )
         if self.bias is not None:
             self.bias.zero_()
-        if self.adapter_size:
+        if self.adapter_down is not None and self.adapter_up is not None:
             self.adapter_down.copy_(
                 torch.randn(self.adapter_down.shape, generator=generator, dtype=torch.float64).to(
-                    **kw
+                    dtype=dtype, device=device
                 )
                 * std
             )
@@ -411,7 +414,7 @@ class MPOLinear(nn.Module):
     def rebuild_weight(self) -> torch.Tensor:
         """The full weight ``W = MPO + up @ down``, shape ``(out_features, in_features)``."""
         w = self.mpo_weight()
-        if self.adapter_size:
+        if self.adapter_down is not None and self.adapter_up is not None:
             w = torch.addmm(w, self.adapter_up, self.adapter_down)  # (out, r) @ (r, in)
         return w
 
@@ -443,7 +446,7 @@ class MPOLinear(nn.Module):
         x2 = x.reshape(rows, *self.in_dims)  # (N, in_1, ..., in_n)
         y = tnlm.contract(self._input_eq(), x2, *self.cores)  # (N, out_1, ..., out_n)
         y = y.reshape(*lead, self.out_features)  # (..., out)
-        if self.adapter_size:
+        if self.adapter_down is not None and self.adapter_up is not None:
             y = y + (x @ self.adapter_down.T) @ self.adapter_up.T  # (..., r) -> (..., out)
         if self.bias is not None:
             y = y + self.bias
@@ -483,7 +486,7 @@ class MPOLinear(nn.Module):
         )
         mpo = tnlm.mpo_decompose(weight.detach(), (layer.out_dims, layer.in_dims), bond_dim)
         layer.set_cores(_pad_cores(list(mpo.cores), layer))
-        if bias is not None:
+        if bias is not None and layer.bias is not None:
             with torch.no_grad():
                 layer.bias.copy_(bias)
         return layer
