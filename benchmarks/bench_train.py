@@ -59,6 +59,27 @@ def _model(kind: str, layers: int, args: argparse.Namespace, vocab: int) -> torc
     return MPOBertForMaskedLM(MPOBertConfig.from_dict({**shape, **extra}))
 
 
+def _pipeline_throughput(docs: list[str], tok, args: argparse.Namespace) -> dict[str, float]:
+    """Tokens/s of the data pipeline alone: encoding + packing, and MLM batch assembly."""
+    from tnlm_models.data import KeyedDataset, MLMCollator, StepBatcher, build_mlm_dataset
+
+    t0 = time.perf_counter()
+    ds = build_mlm_dataset(docs, tok, args.seq, "blocks")
+    t_encode = time.perf_counter() - t0
+    keyed, collate = KeyedDataset(ds), MLMCollator(tok, seed=0)
+    batcher = StepBatcher(len(ds), args.batch, seed=0)
+    n_tokens, t0 = 0, time.perf_counter()
+    for step in range(min(200, batcher.steps_per_epoch)):
+        epoch, idx = batcher.batch(step)
+        batch = collate([keyed[(epoch, int(i))] for i in idx])
+        n_tokens += int(batch["attention_mask"].sum())
+    t_collate = time.perf_counter() - t0
+    return {
+        "encode_tokens_per_s": ds.num_tokens() / t_encode,
+        "collate_tokens_per_s": n_tokens / t_collate,
+    }
+
+
 def _unique_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
@@ -80,13 +101,23 @@ def run(args: argparse.Namespace) -> list[dict]:
         docs, data_arg = default_corpus(), None
     tok = WordPieceTokenizer.train(docs, vocab_size=args.vocab)
     tok.save(workdir / "tok")
+    pipeline = _pipeline_throughput(docs, tok, args)
+    print(
+        f"data pipeline alone: tokenize+pack {pipeline['encode_tokens_per_s']:,.0f} tok/s, "
+        f"mask+pad+collate {pipeline['collate_tokens_per_s']:,.0f} tok/s",
+        flush=True,
+    )
     kinds = ["mpobert", "dense"] + (["hf-bert"] if args.hf else [])
-    rows = []
-    for layers in args.layers:
-        for kind in kinds:
+    variants = [(kind, layers) for layers in args.layers for kind in kinds]
+    steps: dict[str, list[dict]] = {f"{k}-{n}": [] for k, n in variants}
+    params: dict[str, int] = {}
+    # round-robin repeats spread any outside load evenly over the models
+    for rep in range(args.repeats):
+        for kind, layers in variants:
+            name = f"{kind}-{layers}"
             torch.manual_seed(0)
             model = _model(kind, layers, args, tok.vocab_size)
-            t0 = time.perf_counter()
+            params[name] = _unique_params(model)
             res = train(
                 model,
                 data_arg,
@@ -99,34 +130,38 @@ def run(args: argparse.Namespace) -> list[dict]:
                     log_every=1,
                     progress=False,
                     num_workers=args.workers,
-                    output_dir=str(workdir / f"{kind}-{layers}"),
+                    output_dir=str(workdir / f"{name}-{rep}"),
                 ),
             )
-            wall = time.perf_counter() - t0
             recs = [
                 json.loads(ln)
                 for ln in (res.run_dir / "metrics.jsonl").read_text().splitlines()
                 if json.loads(ln)["split"] == "train"
             ][args.warmup :]
-            data_s = sum(r["data_time_s"] for r in recs)
-            compute_s = sum(r["compute_time_s"] for r in recs)
-            row = {
-                "model": f"{kind}-{layers}",
-                "layers": layers,
-                "unique_params": _unique_params(model),
-                "tokens_per_s": statistics.median(r["tokens_per_s"] for r in recs),
+            steps[name].extend(recs)
+            print(
+                f"  repeat {rep}: {name:>12}: "
+                f"{statistics.median(r['tokens_per_s'] for r in recs):8.0f} tok/s",
+                flush=True,
+            )
+    rows: list[dict] = [{"model": "data pipeline alone", **pipeline}]
+    for name, recs in steps.items():
+        tps = sorted(r["tokens_per_s"] for r in recs)
+        data_s = sum(r["data_time_s"] for r in recs)
+        compute_s = sum(r["compute_time_s"] for r in recs)
+        rows.append(
+            {
+                "model": name,
+                "layers": int(name.rsplit("-", 1)[1]),
+                "unique_params": params[name],
+                "tokens_per_s": statistics.median(tps),
+                "tokens_per_s_best": tps[-1],
+                "measured_steps": len(tps),
                 "data_time_s": data_s,
                 "compute_time_s": compute_s,
                 "data_share": data_s / (data_s + compute_s),
-                "final_loss": recs[-1]["loss"],
-                "wall_s": wall,
             }
-            rows.append(row)
-            print(
-                f"{row['model']:>12}: {row['unique_params']:>11,} params  "
-                f"{row['tokens_per_s']:>8.0f} tok/s  data {100 * row['data_share']:.1f}% of step",
-                flush=True,
-            )
+        )
     return rows
 
 
@@ -143,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=5, help="measured steps")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured first steps")
+    p.add_argument("--repeats", type=int, default=2, help="round-robin repeats")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--hf", action="store_true", help="add Hugging Face BertForMaskedLM")
     p.add_argument("--json", help="write the rows and settings to this JSON file")
@@ -153,13 +189,17 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     rows = run(args)
-    base = {r["layers"]: r for r in rows if r["model"].startswith("dense")}
-    print("\n| model | unique params | tokens/s | vs dense | data time share |")
-    print("|---|---:|---:|---:|---:|")
-    for r in rows:
+    models = [r for r in rows if "layers" in r]
+    base = {r["layers"]: r for r in models if r["model"].startswith("dense")}
+    print(
+        "\n| model | unique params | tokens/s (median) | best step | vs dense | data time share |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in models:
         ratio = r["tokens_per_s"] / base[r["layers"]]["tokens_per_s"]
         print(
-            f"| {r['model']} | {r['unique_params']:,} | {r['tokens_per_s']:.0f} | {ratio:.2f} "
+            f"| {r['model']} | {r['unique_params']:,} | {r['tokens_per_s']:.0f} "
+            f"| {r['tokens_per_s_best']:.0f} | {ratio:.2f} "
             f"| {100 * r['data_share']:.1f}% |"
         )
     if args.json:
