@@ -324,6 +324,10 @@ def test_config_validation_messages(tmp_path):
     with pytest.raises(ValueError, match=r"lr_schedule must be one of \['linear', 'cosine', "):
         TrainConfig(lr_schedule="step")
     assert TrainConfig(learning_rate=1).learning_rate == 1.0
+    assert TrainConfig(train_data="a.txt", valid_data=[tmp_path]).train_data == ["a.txt"]
+    assert TrainConfig(valid_data=[tmp_path]).valid_data == [str(tmp_path)]
+    with pytest.raises(TypeError, match="'no_decay' must be list"):
+        TrainConfig(no_decay="bias")
     f = tmp_path / "c.toml"
     f.write_text('max_steps = "ten"\n')
     with pytest.raises(

@@ -226,6 +226,12 @@ class TrainConfig:
             if isinstance(value, os.PathLike):
                 value = os.fspath(value)
                 setattr(self, f.name, value)
+            if isinstance(value, list):
+                value = [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+                setattr(self, f.name, value)
+            if isinstance(value, str) and f.name in ("train_data", "valid_data"):
+                value = [value]  # one path
+                setattr(self, f.name, value)
             _check_type(f.name, value, hints[f.name])
             if (
                 isinstance(value, int)
