@@ -177,6 +177,19 @@ def train(
         env.close()
 
 
+def _new_window() -> dict[str, float]:
+    """Accumulators of one logging window (wall and process CPU clocks started now)."""
+    return {
+        "loss": 0.0,
+        "n": 0,
+        "tokens": 0,
+        "data": 0.0,
+        "compute": 0.0,
+        "t0": time.perf_counter(),
+        "cpu0": time.process_time(),
+    }
+
+
 def _train(
     model_or_config: Any, cfg: TrainConfig, env: DistEnv, callbacks: Sequence[Callable]
 ) -> TrainResult:
@@ -395,14 +408,7 @@ def _train(
     )
 
     it = iter(loader)
-    window = {
-        "loss": 0.0,
-        "n": 0,
-        "tokens": 0,
-        "data": 0.0,
-        "compute": 0.0,
-        "t0": time.perf_counter(),
-    }
+    window = _new_window()
     tokens_seen = 0
     train_loss: float | None = None
     final_metrics: dict[str, float] = {}
@@ -479,20 +485,15 @@ def _train(
                 tokens_per_s=window["tokens"] / max(elapsed, 1e-9),
                 data_time_s=window["data"],
                 compute_time_s=window["compute"],
+                cpu_time_s=time.process_time() - window["cpu0"],
+                tokens=window["tokens"],
                 epoch=step // batcher.steps_per_epoch,
             )
             log_record(record)
             bar.set_postfix(
                 loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}"
             )
-            window = {
-                "loss": 0.0,
-                "n": 0,
-                "tokens": 0,
-                "data": 0.0,
-                "compute": 0.0,
-                "t0": time.perf_counter(),
-            }
+            window = _new_window()
         elif not cfg.log_every or train_loss is None:
             train_loss = loss
         is_last = done == total_steps
