@@ -23,11 +23,14 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["main"]
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -158,6 +161,12 @@ def _run_training(args: argparse.Namespace) -> int:
     if args.list_keys:
         print("\n".join(TrainConfig.field_names()))
         return 0
+    # "--data a.txt max_steps=5": nargs="+" also takes the override; give it back
+    for name in ("data", "valid_data"):
+        paths = getattr(args, name) or []
+        taken = [p for p in paths if _OVERRIDE.match(p) and not os.path.exists(p)]
+        setattr(args, name, [p for p in paths if p not in taken] or None)
+        args.overrides = taken + list(args.overrides)
     overrides = list(args.set) + list(args.overrides)
     cfg = load_config(args.config, overrides)
     changes: dict[str, Any] = {"task": args.command}

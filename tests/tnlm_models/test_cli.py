@@ -55,14 +55,14 @@ def test_pretrain_finetune_evaluate_plot(files, tmp_path, capsys):
             "pretrain",
             "-c",
             str(files["toml"]),
-            "--data",
-            str(files["text"]),
             "--tokenizer",
             str(files["tok"]),
             "-o",
             str(pre),
             "-q",
-            "learning_rate=2e-3",
+            "--data",
+            str(files["text"]),
+            "learning_rate=2e-3",  # after --data: still an override
         ]
     )
     out = capsys.readouterr().out
