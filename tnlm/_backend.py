@@ -31,6 +31,12 @@ __all__ = [
     "eye_like",
     "svd",
     "qr",
+    "eigh_desc",
+    "svdvals",
+    "upcast",
+    "cast_like",
+    "row_sq_norms",
+    "like_real",
     "randn",
     "real_dtype_eps",
     "fnorm",
@@ -293,3 +299,92 @@ def _is_complex_dtype(x: Array) -> bool:
     if is_torch(x):
         return bool(x.dtype.is_complex)
     return np.dtype(x.dtype).kind == "c"
+
+
+# --------------------------------------------------------------------------------------------
+# helpers of the Gram / QR routes in tnlm.truncation
+# --------------------------------------------------------------------------------------------
+
+
+def upcast(x: Array) -> Array:
+    """``x`` in double precision (float32 -> float64, complex64 -> complex128); other dtypes
+    (already double) are returned as they are, without a copy."""
+    if is_torch(x):
+        import torch
+
+        if x.dtype == torch.float32:
+            return x.to(torch.float64)
+        if x.dtype == torch.complex64:
+            return x.to(torch.complex128)
+        return x
+    a = np.asarray(x)
+    if a.dtype == np.float32:
+        return a.astype(np.float64)
+    if a.dtype == np.complex64:
+        return a.astype(np.complex128)
+    return a
+
+
+def cast_like(x: Array, ref: Array) -> Array:
+    """``x`` in ``ref``'s dtype (no copy when it already is)."""
+    if x.dtype == ref.dtype:
+        return x
+    return x.to(ref.dtype) if is_torch(x) else x.astype(ref.dtype)
+
+
+def eigh_desc(a: Array) -> tuple[Array, Array]:
+    """Eigen-decomposition of a Hermitian matrix, eigenvalues in *descending* order.
+
+    Returns ``(w, v)``: real ``w`` of shape (m,), ``v`` of shape (m, m) with ``a @ v = v * w``.
+    """
+    if is_torch(a):
+        import torch
+
+        w, v = torch.linalg.eigh(a)
+        return torch.flip(w, dims=(0,)), torch.flip(v, dims=(1,))
+    import scipy.linalg as sla
+
+    w, v = sla.eigh(np.asarray(a), check_finite=False, driver="evd")
+    return w[::-1], np.ascontiguousarray(v[:, ::-1])
+
+
+def svdvals(a: Array) -> Array:
+    """Singular values of ``a`` (descending, real), without singular vectors."""
+    if is_torch(a):
+        import torch
+
+        return torch.linalg.svdvals(a)
+    import scipy.linalg as sla
+
+    try:
+        return sla.svd(np.asarray(a), compute_uv=False, check_finite=False)
+    except (np.linalg.LinAlgError, ValueError):
+        log.warning("gesdd did not converge on a %s matrix; retrying with gesvd", a.shape)
+        return sla.svd(np.asarray(a), compute_uv=False, check_finite=False, lapack_driver="gesvd")
+
+
+def row_sq_norms(a: Array) -> np.ndarray:
+    """Squared Euclidean norm of every row of ``a`` (shape (m, n)), as a float64 numpy array."""
+    if is_torch(a):
+        import torch
+
+        t = a.detach()
+        sq = (t.real**2 + t.imag**2) if t.dtype.is_complex else t * t
+        return sq.sum(dim=1).to(torch.float64).cpu().numpy()
+    x = np.asarray(a)
+    sq = (x.real**2 + x.imag**2) if x.dtype.kind == "c" else x * x
+    return sq.sum(axis=1, dtype=np.float64)
+
+
+def like_real(data: Any, ref: Array) -> Array:
+    """``data`` as an array of ``ref``'s *real* dtype (float32 for complex64, ...), backend
+    and device."""
+    if is_torch(ref):
+        import torch
+
+        dt = ref.dtype
+        if dt.is_complex:
+            dt = torch.float32 if dt == torch.complex64 else torch.float64
+        return torch.as_tensor(np.asarray(data), dtype=dt, device=ref.device)
+    dt = np.dtype(ref.dtype)
+    return np.asarray(data, dtype=np.finfo(dt).dtype if dt.kind == "c" else dt)

@@ -22,7 +22,7 @@ import opt_einsum as oe
 from . import _backend as B
 from ._types import Array
 from .contract import contract
-from .truncation import BondTruncation, TruncationReport, truncated_svd
+from .truncation import BondTruncation, TruncationReport, truncated_split
 
 __all__ = [
     "tt_svd",
@@ -94,11 +94,11 @@ def tt_svd(
     r = 1
     for k in range(n - 1):
         c = ar.do("reshape", c, (r * dims[k], -1))  # (r_{k-1} d_k, d_{k+1} ... d_n)
-        u, s, vh, info = truncated_svd(c, caps[k], budget.delta(), method, seed + k)
+        u, c, info = truncated_split(c, caps[k], budget.delta(), method, seed + k)
+        # u: (r_{k-1} d_k, r_k) left-orthonormal; c = u^H c: (r_k, d_{k+1} ... d_n)
         budget.spend(info.error)
         bonds.append(info)
         cores.append(ar.do("reshape", u, (r, dims[k], info.rank)))  # (r_{k-1}, d_k, r_k)
-        c = s[:, None] * vh  # (r_k, d_{k+1} ... d_n)
         r = info.rank
     cores.append(ar.do("reshape", c, (r, dims[-1], 1)))  # (r_{n-1}, d_n, 1)
     return cores, TruncationReport(norm=norm, bonds=tuple(bonds))
@@ -226,11 +226,11 @@ def tt_round(
     bonds: list[BondTruncation] = []
     for k in range(n - 1):
         r, d, s = out[k].shape
-        u, sv, vh, info = truncated_svd(
+        u, rest, info = truncated_split(
             ar.do("reshape", out[k], (r * d, s)), caps[k], budget.delta(), method, seed + k
-        )
+        )  # u: (r d, r'), rest = u^H core: (r', s)
         budget.spend(info.error)
         bonds.append(info)
         out[k] = ar.do("reshape", u, (r, d, info.rank))
-        out[k + 1] = contract("ab,bdc->adc", sv[:, None] * vh, out[k + 1])
+        out[k + 1] = contract("ab,bdc->adc", rest, out[k + 1])
     return out, TruncationReport(norm=norm, bonds=tuple(bonds))

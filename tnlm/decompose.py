@@ -104,8 +104,12 @@ def mpo_decompose(
         gives the error actually committed.
     method : {"auto", "svd", "rsvd"}
         SVD driver per bond: exact LAPACK SVD, randomized SVD (only with a cap and no tol),
-        or "auto" (randomized when the cap is at most a quarter of the unfolding's smaller
-        side, >= 256).
+        or "auto", which picks per unfolding the fastest route with the exact method's error:
+        the Gram route for wide unfoldings (``C C^H`` diagonalised in double precision, all
+        GEMMs), a QR step for tall ones kept at full rank, the randomized SVD where a cap is
+        far below a tall unfolding's size (flop model in ``tnlm.truncation._rsvd_pays``),
+        else LAPACK's SVD. The report's ``method`` per bond says which ("gram", "qr",
+        "rsvd", "svd"); every reported error is the measured one.
     seed : int
         Seed of the randomized SVD (results are deterministic for a given seed).
 
