@@ -179,12 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=5, help="measured steps")
-    p.add_argument("--warmup", type=int, default=2, help="unmeasured first steps")
+    p.add_argument("--warmup", type=int, default=2, help="unmeasured first steps per run")
     p.add_argument("--repeats", type=int, default=2, help="round-robin repeats")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--hf", action="store_true", help="add Hugging Face BertForMaskedLM")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: CPU time is then robust to other load on the machine)",
+    )
     p.add_argument("--json", help="write the rows and settings to this JSON file")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}, load avg {os.getloadavg()[0]:.1f}",
