@@ -141,9 +141,11 @@ def test_pretrain_then_finetune_then_evaluate(corpus, tmp_path):
         assert (ck / name).is_file(), name
     assert evaluate(pre.run_dir) == pytest.approx(pre.metrics)
 
+    train_copy = tmp_path / "train.tsv"
+    train_copy.write_text(Path(corpus["train"]).read_text())
     fine = train(
         str(pre.run_dir),
-        {"train": corpus["train"], "valid": corpus["dev"]},
+        {"train": str(train_copy), "valid": corpus["dev"]},
         dict(
             task="finetune",
             max_steps=6,
@@ -159,6 +161,7 @@ def test_pretrain_then_finetune_then_evaluate(corpus, tmp_path):
     # the encoder came from the pre-trained checkpoint, the tokenizer too
     assert fine.tokenizer.vocab_size == pre.tokenizer.vocab_size
     assert fine.model.config.hidden_size == 16
+    train_copy.unlink()  # evaluation needs neither the training file nor re-reading it
     assert evaluate(fine.run_dir, corpus["dev"]) == pytest.approx(fine.metrics)
     records = [json.loads(ln) for ln in (fine.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "valid"] == [3, 6]

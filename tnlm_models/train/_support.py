@@ -159,7 +159,10 @@ def _read_glue(cfg: TrainConfig, path: str) -> GlueExamples:
 
 
 def _read_raw(cfg: TrainConfig, *, for_eval_only: bool = False) -> _Raw:
+    """Raw text or TSV examples; ``for_eval_only`` skips training files not needed."""
     if cfg.task == "pretrain":
+        if for_eval_only and cfg.valid_data:
+            return _Raw(valid_texts=read_text(cfg.valid_data))
         docs = read_text(cfg.train_data) if cfg.train_data else default_corpus()
         if cfg.valid_data:
             valid = read_text(cfg.valid_data)
@@ -170,7 +173,7 @@ def _read_raw(cfg: TrainConfig, *, for_eval_only: bool = False) -> _Raw:
     if not cfg.train_data and not for_eval_only:
         raise ValueError("fine-tuning needs train_data: one or more GLUE-style TSV files")
     return _Raw(
-        train_glue=[_read_glue(cfg, p) for p in cfg.train_data],
+        train_glue=[] if for_eval_only else [_read_glue(cfg, p) for p in cfg.train_data],
         valid_glue=[_read_glue(cfg, p) for p in cfg.valid_data],
     )
 

@@ -148,7 +148,7 @@ def evaluate(
         raw = _read_raw(cfg, for_eval_only=True)
         label_list = state.get("label_list") if cfg.task == "finetune" else None
         if cfg.task == "finetune" and label_list is None and not cfg.regression:
-            label_list = cfg.label_list or _label_list(cfg, raw)
+            label_list = cfg.label_list or _label_list(cfg, _Raw(train_glue=raw.valid_glue))
         _, valid = _build_datasets(
             cfg, _Raw(valid_texts=raw.valid_texts, valid_glue=raw.valid_glue), tok, label_list
         )
