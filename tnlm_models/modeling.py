@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MATRIX_NAMES, MPOBertConfig
-from .mpo_linear import MPOLinear, full_bond_dims
+from .mpo_linear import MPOLinear, full_bond_dims, rebuild_weights
 
 __all__ = [
     "MPOBertModel",
@@ -186,19 +186,39 @@ class MPOBertLayer(nn.Module):
         """The module of matrix ``name``."""
         return getattr(self, name)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """``x`` : (B, T, hidden); ``mask`` : (B, 1, 1, T) additive or None."""
+    def apply_linear(
+        self, name: str, x: torch.Tensor, weights: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Matrix ``name`` applied to ``x``, with a weight rebuilt in advance if given."""
+        module = self.linear(name)
+        if weights is not None and name in weights:
+            return F.linear(x, weights[name], cast(torch.Tensor | None, module.bias))
+        return module(x)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        weights: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``x`` : (B, T, hidden); ``mask`` : (B, 1, 1, T) additive or None.
+
+        ``weights`` maps matrix names to weights ``(out, in)`` that the encoder rebuilt in
+        advance for all layers at once (``rebuild_weights``); other matrices run their own
+        forward.
+        """
         b, t, h = x.shape
         nh, hd = self.config.num_attention_heads, self.config.head_dim
-        q = self.query(x).view(b, t, nh, hd).transpose(1, 2)  # (B, heads, T, head_dim)
-        k = self.key(x).view(b, t, nh, hd).transpose(1, 2)  # (B, heads, T, head_dim)
-        v = self.value(x).view(b, t, nh, hd).transpose(1, 2)  # (B, heads, T, head_dim)
+        lin = self.apply_linear
+        q = lin("query", x, weights).view(b, t, nh, hd).transpose(1, 2)  # (B, heads, T, hd)
+        k = lin("key", x, weights).view(b, t, nh, hd).transpose(1, 2)  # (B, heads, T, hd)
+        v = lin("value", x, weights).view(b, t, nh, hd).transpose(1, 2)  # (B, heads, T, hd)
         p = self.config.attention_probs_dropout_prob if self.training else 0.0
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         ctx = ctx.transpose(1, 2).reshape(b, t, h)  # (B, T, hidden)
-        x = self.attention_norm(x + self.dropout(self.attention_output(ctx)))
-        f = self.act(self.intermediate(x))  # (B, T, intermediate)
-        return self.output_norm(x + self.dropout(self.output(f)))  # (B, T, hidden)
+        x = self.attention_norm(x + self.dropout(lin("attention_output", ctx, weights)))
+        f = self.act(lin("intermediate", x, weights))  # (B, T, intermediate)
+        return self.output_norm(x + self.dropout(lin("output", f, weights)))  # (B, T, hidden)
 
 
 class MPOBertEncoder(nn.Module):
@@ -226,6 +246,27 @@ class MPOBertEncoder(nn.Module):
         n_modules = 1 if config.sharing == "all" else config.num_hidden_layers
         self.layer = nn.ModuleList(MPOBertLayer(config, centrals) for _ in range(n_modules))
 
+    def rebuild_weights(self, rows: int) -> dict[str, torch.Tensor]:
+        """Every layer module's MPO weights, rebuilt once per forward pass, in batches.
+
+        For each MPO matrix whose layers take the dense path for ``rows`` input rows, one
+        batched rebuild over the layer modules (``tnlm_models.mpo_linear.rebuild_weights``)
+        replaces ``num_hidden_layers`` separate ones; under "all" sharing the one rebuilt
+        weight serves every application of the shared layer.
+
+        Returns
+        -------
+        dict
+            ``{matrix name: Tensor (len(self.layer), out, in)}``.
+        """
+        out: dict[str, torch.Tensor] = {}
+        for name in MATRIX_NAMES:
+            modules = [cast(MPOBertLayer, layer).linear(name) for layer in self.layer]
+            first = modules[0]
+            if isinstance(first, MPOLinear) and first.choose_mode(rows) == "dense":
+                out[name] = rebuild_weights(cast(list[MPOLinear], modules))
+        return out
+
     def layer_index(self, i: int) -> int:
         """Index into ``self.layer`` of the module that computes layer ``i``."""
         return 0 if self.config.sharing == "all" else i
@@ -235,8 +276,15 @@ class MPOBertEncoder(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """``x`` : (B, T, hidden) -> (B, T, hidden), and every layer's output if asked."""
         states = [x] if output_hidden_states else None
+        # unbind (not w[j]): one backward node stacking the gradients, instead of a
+        # full-size zero tensor per layer
+        stacked = {
+            name: w.unbind(0) for name, w in self.rebuild_weights(x.shape[0] * x.shape[1]).items()
+        }
         for i in range(self.config.num_hidden_layers):
-            x = self.layer[self.layer_index(i)](x, mask)
+            j = self.layer_index(i)
+            weights = {name: w[j] for name, w in stacked.items()}  # each (out, in)
+            x = self.layer[j](x, mask, weights)
             if states is not None:
                 states.append(x)
         return x, tuple(states) if states is not None else None

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ import tnlm
 
 from .config import FORWARD_MODES, auto_factorize
 
-__all__ = ["MPOLinear", "full_bond_dims"]
+__all__ = ["MPOLinear", "full_bond_dims", "rebuild_weights"]
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -357,39 +357,9 @@ class MPOLinear(nn.Module):
     def mpo_weight(self) -> torch.Tensor:
         """The weight rebuilt from the cores alone, shape ``(out_features, in_features)``.
 
-        Meet in the middle: the (small) left block ``L`` of the cores before the centre and
-        right block ``R`` of the cores after it are formed first, then two GEMMs with the
-        central tensor, ``(L @ C) @ R``, give ``W`` in the interleaved order
-        ``(out_1, in_1, ..., out_n, in_n)``; one permutation brings it to ``(out, in)``.
-        Every step is a plain matrix product of contiguous operands.
+        See ``rebuild_weights`` for the contraction order.
         """
-        cores, c, n = self.cores, self.central_index, self.num_cores
-        left = None
-        for core in cores[:c]:
-            r_l, o, i, r_r = core.shape
-            if left is None:
-                left = core.reshape(o * i, r_r)  # (out_1 in_1, r_1)
-            else:
-                left = (left @ core.reshape(r_l, o * i * r_r)).reshape(-1, r_r)  # (P_l, r)
-        right = None
-        for core in reversed(cores[c + 1 :]):
-            r_l, o, i, r_r = core.shape
-            if right is None:
-                right = core.reshape(r_l, o * i)  # (r_{n-1}, out_n in_n)
-            else:
-                right = (core.reshape(r_l * o * i, r_r) @ right).reshape(r_l, -1)  # (r, P_r)
-        central = cores[c]
-        r_l, o, i, r_r = central.shape
-        x = central.reshape(r_l, o * i * r_r)  # (r_c, out_c in_c r_{c+1})
-        if left is not None:
-            x = left @ x  # (P_l, out_c in_c r_{c+1})
-        x = x.reshape(-1, r_r)  # (P_l out_c in_c, r_{c+1})
-        if right is not None:
-            x = x @ right  # (P_l out_c in_c, P_r)
-        inter = [d for k in range(n) for d in (self.out_dims[k], self.in_dims[k])]
-        perm = [2 * k for k in range(n)] + [2 * k + 1 for k in range(n)]
-        w = x.reshape(inter).permute(perm)  # (out_1..out_n, in_1..in_n)
-        return w.reshape(self.out_features, self.in_features)  # (out, in)
+        return _rebuild([self], with_adapter=False)[0]
 
     def rebuild_flops(self) -> int:
         """FLOPs of ``mpo_weight()``."""
@@ -490,6 +460,116 @@ class MPOLinear(nn.Module):
             with torch.no_grad():
                 layer.bias.copy_(bias)
         return layer
+
+
+def rebuild_weights(layers: Sequence[MPOLinear]) -> torch.Tensor:
+    """The weights of several MPOLinear layers of one structure, rebuilt in one batch.
+
+    Equal to ``torch.stack([layer.rebuild_weight() for layer in layers])`` (up to rounding),
+    but every step is one batched matrix product over the layers, and a core that is the
+    same parameter in every layer (a shared central tensor) enters once, broadcast. A model
+    does this once per forward pass for all its layers (``MPOBertEncoder``).
+
+    Parameters
+    ----------
+    layers : sequence of MPOLinear
+        Same factorisation and bond dimensions.
+
+    Returns
+    -------
+    Tensor, shape (len(layers), out_features, in_features)
+
+    Raises
+    ------
+    ValueError
+        If the layers differ in structure.
+    """
+    first = layers[0]
+    for layer in layers[1:]:
+        if (layer.out_dims, layer.in_dims, layer.bond_dims, layer.adapter_size) != (
+            first.out_dims,
+            first.in_dims,
+            first.bond_dims,
+            first.adapter_size,
+        ):
+            raise ValueError(
+                "rebuild_weights needs layers of one structure; got "
+                f"{layer.extra_repr()} and {first.extra_repr()}"
+            )
+    return _rebuild(layers, with_adapter=True)
+
+
+def _rebuild(layers: Sequence[MPOLinear], with_adapter: bool) -> torch.Tensor:
+    """Batched rebuild; ``(len(layers), out, in)``.
+
+    Meet in the middle: the small left block ``L`` (cores before the centre) and right block
+    ``R`` (cores after it) are contracted first and their rows put in ``(out..., in...)``
+    order (cheap: they are small); then two batched GEMMs ``(L @ C) @ R`` give ``W`` as
+    ``(out_L, in_L, out_c, in_c, out_R, in_R)``, and one 6-way permutation with long
+    contiguous runs gives ``(out, in)``.
+    """
+    first = layers[0]
+    n, c = first.num_cores, first.central_index
+    od, idm = first.out_dims, first.in_dims
+    per_layer = [layer.cores for layer in layers]
+
+    def core(k: int) -> torch.Tensor:
+        ps = [cores[k] for cores in per_layer]
+        if all(p is ps[0] for p in ps):
+            return ps[0].unsqueeze(0)  # (1, r_l, o, i, r_r), broadcast over layers
+        return torch.stack(ps)  # (L, r_l, o, i, r_r)
+
+    o_left, i_left = math.prod(od[:c]), math.prod(idm[:c])
+    o_right, i_right = math.prod(od[c + 1 :]), math.prod(idm[c + 1 :])
+    left: torch.Tensor | None = None
+    for k in range(c):
+        t = core(k)
+        b, r_l, o, i, r_r = t.shape
+        if left is None:
+            left = t.reshape(b, o * i, r_r)  # (B, out_1 in_1, r_1)
+        else:
+            left = torch.matmul(left, t.reshape(b, r_l, o * i * r_r))  # (L, P, o i r_r)
+            left = left.reshape(left.shape[0], -1, r_r)  # (L, P o i, r_r)
+    if left is not None and c > 1:
+        r = left.shape[-1]
+        inter = [d for k in range(c) for d in (od[k], idm[k])]
+        perm = [0] + [1 + 2 * k for k in range(c)] + [2 + 2 * k for k in range(c)] + [2 * c + 1]
+        left = left.reshape(left.shape[0], *inter, r).permute(perm)  # (L, o.., i.., r)
+        left = left.reshape(left.shape[0], o_left * i_left, r)  # (L, out_L in_L, r_c)
+    right: torch.Tensor | None = None
+    for k in reversed(range(c + 1, n)):
+        t = core(k)
+        b, r_l, o, i, r_r = t.shape
+        if right is None:
+            right = t.reshape(b, r_l, o * i)  # (B, r_{n-1}, out_n in_n)
+        else:
+            right = torch.matmul(t.reshape(b, r_l * o * i, r_r), right)  # (L, r_l o i, P)
+            right = right.reshape(right.shape[0], r_l, -1)  # (L, r_l, o i P)
+    if right is not None and n - c - 1 > 1:
+        m = n - c - 1
+        r = right.shape[1]
+        inter = [d for k in range(c + 1, n) for d in (od[k], idm[k])]
+        perm = [0, 1] + [2 + 2 * k for k in range(m)] + [3 + 2 * k for k in range(m)]
+        right = right.reshape(right.shape[0], r, *inter).permute(perm)  # (L, r, o.., i..)
+        right = right.reshape(right.shape[0], r, o_right * i_right)  # (L, r, out_R in_R)
+    t = core(c)
+    b, r_l, o, i, r_r = t.shape
+    x = t.reshape(b, r_l, o * i * r_r)  # (B, r_c, out_c in_c r_{c+1})
+    if left is not None:
+        x = torch.matmul(left, x)  # (L, out_L in_L, out_c in_c r_{c+1})
+    x = x.reshape(x.shape[0], -1, r_r)  # (L, out_L in_L out_c in_c, r_{c+1})
+    if right is not None:
+        x = torch.matmul(x, right)  # (L, out_L in_L out_c in_c, out_R in_R)
+    count = len(layers)
+    x = x.expand(count, *x.shape[1:])  # (L, ...) even when nothing varied per layer
+    w = x.reshape(count, o_left, i_left, o, i, o_right, i_right)
+    w = w.permute(0, 1, 3, 5, 2, 4, 6)  # (L, out_L, out_c, out_R, in_L, in_c, in_R)
+    w = w.reshape(count, first.out_features, first.in_features)  # (L, out, in)
+    if with_adapter and first.adapter_size:
+        up = torch.stack([cast(torch.Tensor, layer.adapter_up) for layer in layers])
+        down = torch.stack([cast(torch.Tensor, layer.adapter_down) for layer in layers])
+        w = torch.baddbmm(w, up, down)  # (L, out, r) @ (L, r, in)
+    return w
 
 
 @functools.lru_cache(maxsize=1024)

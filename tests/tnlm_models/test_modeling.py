@@ -232,3 +232,19 @@ def test_bad_inputs():
         model(torch.ones(1, 5, dtype=torch.long), labels=torch.ones(1, 4, dtype=torch.long))
     with pytest.raises(TypeError, match="config must be an MPOBertConfig"):
         MPOBertForMaskedLM({"hidden_size": 16})
+
+
+@pytest.mark.parametrize("sharing", ["central", "all", "none"])
+def test_batched_layer_weights_match_per_layer_forward(sharing, monkeypatch):
+    torch.manual_seed(0)
+    model = MPOBertForMaskedLM(tiny(sharing=sharing, forward_mode="dense")).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "adapter_up" in name:
+                p.normal_(0, 0.1)
+    ids, mask, types = batch()
+    assert set(model.bert.encoder.rebuild_weights(ids.numel())) == set(MATRIX_NAMES)
+    batched = model(ids, mask, types).logits
+    monkeypatch.setattr(model.bert.encoder, "rebuild_weights", lambda rows: {})
+    per_layer = model(ids, mask, types).logits
+    torch.testing.assert_close(batched, per_layer)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tnlm_models import MPOLinear
-from tnlm_models.mpo_linear import full_bond_dims
+from tnlm_models.mpo_linear import full_bond_dims, rebuild_weights
 
 
 @pytest.fixture(autouse=True)
@@ -156,3 +156,40 @@ def test_bad_input():
         layer.set_cores([torch.zeros(1, 1, 1, 1)] * 3)
     with pytest.raises(ValueError, match="expected 3 cores"):
         layer.set_cores([torch.zeros(1, 1, 1, 1)])
+
+
+def test_batched_rebuild_equals_per_layer():
+    torch.manual_seed(0)
+    shared = MPOLinear(24, 24, out_dims=(2, 3, 4), in_dims=(3, 2, 4), adapter_size=2)
+    layers = [
+        MPOLinear(24, 24, out_dims=(2, 3, 4), in_dims=(3, 2, 4), adapter_size=2, central=c)
+        for c in (shared.central, shared.central, None)
+    ]
+    with torch.no_grad():
+        for layer in layers:
+            layer.adapter_up.normal_()
+    w = rebuild_weights(layers)
+    assert w.shape == (3, 24, 24)
+    for k, layer in enumerate(layers):
+        torch.testing.assert_close(w[k], layer.rebuild_weight())
+    g = torch.randn(3, 24, 24)
+    (w * g).sum().backward()
+    ref = torch.autograd.grad(
+        sum((layer.rebuild_weight() * g[k]).sum() for k, layer in enumerate(layers)),
+        shared.central,
+    )[0]
+    torch.testing.assert_close(shared.central.grad, ref)
+    with pytest.raises(ValueError, match="one structure"):
+        rebuild_weights([layers[0], MPOLinear(24, 24, out_dims=(4, 3, 2), in_dims=(3, 2, 4))])
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 6])
+def test_rebuild_any_number_of_cores(n):
+    torch.manual_seed(n)
+    dims = (2,) * n
+    layer = MPOLinear(2**n, 2**n, out_dims=dims, in_dims=dims, dtype=torch.float64)
+    letters = "abcdefgh"
+    terms = [f"{letters[k]}{'OPQRST'[k]}{'ijklmn'[k]}{letters[k + 1]}" for k in range(n)]
+    eq = ",".join(terms) + "->" + "OPQRST"[:n] + "ijklmn"[:n]
+    dense = torch.einsum(eq, *[c.detach() for c in layer.cores]).reshape(2**n, 2**n)
+    torch.testing.assert_close(layer.mpo_weight().detach(), dense)
