@@ -316,10 +316,6 @@ class MPOLinear(nn.Module):
         terms = [bonds[k] + outs[k] + ins[k] + bonds[k + 1] for k in range(n)]
         return terms, outs, ins
 
-    def _rebuild_eq(self) -> str:
-        terms, outs, ins = self._core_terms()
-        return ",".join(terms) + "->" + outs + ins  # (out_1..out_n, in_1..in_n)
-
     def _input_eq(self) -> str:
         terms, outs, ins = self._core_terms()
         return "Z" + ins + "," + ",".join(terms) + "->Z" + outs  # (N, out_1..out_n)
