@@ -213,8 +213,10 @@ class SharedFit:
     relative_errors : list of float
         ``||W_l - W'_l||_F / ||W_l||_F`` of each matrix, measured on the rebuilt cores.
     objective : list of float
-        ``sum_l ||W_l - W'_l||_F^2`` after each alternating-least-squares sweep (the
-        first entry is the starting point; the sequence does not increase).
+        "fit": ``sum_l ||W_l - W'_l||_F^2`` (before splitting the blocks into cores) at the
+        clone start, after the first central update and after each alternating-least-squares
+        sweep; the sequence does not increase. "clone": one entry, the summed squared error
+        of the rebuilt cores.
     """
 
     central: torch.Tensor
@@ -331,23 +333,25 @@ def fit_shared_central(
     lefts = [left0.clone() for _ in blocks]
     rights = [right0.clone() for _ in blocks]
 
-    def central_from(ls: list[torch.Tensor], rs: list[torch.Tensor], idx: Sequence[int]):
-        return sum(torch.einsum("pa,pmq,bq->amb", ls[i], blocks[i], rs[i]) for i in idx) / len(
-            idx
-        )  # (r_c, m, r_{c+1})
+    def gram(i: int) -> torch.Tensor:
+        # L_i^T A_i R_i^T: the best central tensor for matrix i alone, (r_c, m, r_{c+1})
+        return torch.einsum("pa,pmq,bq->amb", lefts[i], blocks[i], rights[i])
 
-    def objective(cen: torch.Tensor) -> float:
-        tot = 0.0
-        for a, lft, rgt in zip(blocks, lefts, rights):
-            approx = torch.einsum("pa,amb,bq->pmq", lft, cen, rgt)  # (P_left, m, P_right)
-            tot += float((a - approx).pow(2).sum())
-        return tot
+    # With isometric L_i, R_i: ||A_i - L_i C R_i||^2 = ||A_i||^2 - 2 <G_i, C> + ||C||^2,
+    # so the objective costs nothing beyond the G_i that the C-update needs anyway.
+    sq_norms = sum(float(a.pow(2).sum()) for a in blocks)
 
-    central = central_from(lefts, rights, [clone_layer])
-    history = [objective(central)]
+    def objective(cen: torch.Tensor, grams: list[torch.Tensor]) -> float:
+        cross = sum(float((g * cen).sum()) for g in grams)
+        return sq_norms - 2.0 * cross + len(grams) * float(cen.pow(2).sum())
+
+    central = gram(clone_layer)
+    history: list[float] = []
     if init == "fit":
-        central = central_from(lefts, rights, range(len(blocks)))
-        history.append(objective(central))
+        grams = [gram(i) for i in range(len(blocks))]
+        history.append(objective(central, grams))  # the clone's
+        central = torch.stack(grams).mean(0)
+        history.append(objective(central, grams))
         for _ in range(iterations):
             for i, a in enumerate(blocks):
                 x = torch.einsum("amb,bq->amq", central, rights[i]).reshape(r_l, m * p_right)
@@ -356,19 +360,28 @@ def fit_shared_central(
                 y = torch.einsum("pa,amb->pmb", lefts[i], central).reshape(p_left * m, r_r)
                 uu, _, vv = _svd(a.reshape(p_left * m, p_right).T @ y)  # (P_right, r_{c+1})
                 rights[i] = (uu @ vv).T
-            central = central_from(lefts, rights, range(len(blocks)))
-            history.append(objective(central))
+            grams = [gram(i) for i in range(len(blocks))]
+            central = torch.stack(grams).mean(0)
+            history.append(objective(central, grams))
             if history[-2] - history[-1] <= rtol * max(history[-2], 1e-300):
                 break
     central_core = central.reshape(r_l, out_dims[c], in_dims[c], r_r)
     auxiliary, errors = [], []
+    shared_cores: list[torch.Tensor | None] | None = None
     for w, lft, rgt in zip(weights, lefts, rights):
-        cores = _cores_of(lft, central_core, rgt, out_dims, in_dims, bonds)
+        if init == "clone":  # every matrix has the clone's blocks: split them once
+            if shared_cores is None:
+                shared_cores = _cores_of(lft, central_core, rgt, out_dims, in_dims, bonds)
+            cores = shared_cores
+        else:
+            cores = _cores_of(lft, central_core, rgt, out_dims, in_dims, bonds)
         full = [central_core if k == c else cast(torch.Tensor, cores[k]) for k in range(n)]
         w64 = w.to(torch.float64)
         err = torch.linalg.norm(w64 - rebuild(full, out_dims, in_dims)) / torch.linalg.norm(w64)
         auxiliary.append(cores)
         errors.append(float(err))
+    if init == "clone":
+        history = [sum(e**2 * float(w.double().pow(2).sum()) for e, w in zip(errors, weights))]
     logger.info(
         "fit_shared_central(%s): objective %.4g -> %.4g in %d sweeps; mean rel. error %.4g",
         init,
