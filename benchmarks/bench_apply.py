@@ -23,6 +23,7 @@ the same ``x`` of shape (J, batch), round-robin inside each repeat:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -104,7 +105,9 @@ def run_case(rows: int, cols: int, dtype: str, bond: int, batch: int, repeats: i
     fastest_peer = min(PEERS, key=lambda k: med[k])
     rec = {
         "rows": rows, "cols": cols, "dtype": dtype, "bond_dim": bond, "batch": batch,
-        "bond_dims": mpo.bond_dims, "median_s": med, "times_s": times, "rel_error": errors,
+        "bond_dims": mpo.bond_dims, "median_s": med,
+        "min_s": {k: min(v) for k, v in times.items()}, "times_s": times,
+        "load_average": os.getloadavg(), "rel_error": errors,
         "flops": {"cores": cost["cores"], "dense": cost["dense"], "gemm": 2 * rows * cols * batch},
         "auto_choice": "dense" if cost["dense"] <= cost["cores"] else "cores",
         "faster_peer": fastest_peer,
@@ -124,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--out", default="docs/benchmarks/apply.json")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--report", metavar="JSON", help="print the markdown table of a run and exit")
     args = p.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            print(markdown_table(json.load(f)["cases"]))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     sizes = C.QUICK_SIZES if args.quick else C.SIZES
     payload: dict[str, Any] = {
@@ -152,6 +160,24 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plot:
         plot(payload, os.path.join(os.path.dirname(args.out) or ".", "apply.png"))
     return 0
+
+
+def markdown_table(cases: list[dict[str, Any]]) -> str:
+    """Median milliseconds (min in parentheses) and the ratios the issue asks for."""
+    cols = ["tnlm-auto", "tnlm-cores", "tnlm-dense", "tnlm-auto-torch", *PEERS, "dense-gemm"]
+    head = ("| size | dtype | bond | auto picks | " + " | ".join(cols)
+            + " | auto / faster peer | auto / dense GEMM | auto / best tnlm method |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for c in cases:
+        m, mn = c["median_s"], c["min_s"]
+        cells = " | ".join(f"{1e3 * m[k]:.1f} ({1e3 * mn[k]:.1f})" for k in cols)
+        lines.append(
+            f"| {c['rows']}x{c['cols']} | {c['dtype'].replace('float', 'f')} | {c['bond_dim']} "
+            f"| {c['auto_choice']} | {cells} | {c['ratio_vs_faster_peer']:.2f} "
+            f"({c['faster_peer']}) | {c['ratio_vs_dense_gemm']:.2f} "
+            f"| {c['ratio_auto_vs_best_tnlm_method']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def plot(payload: dict[str, Any], path: str) -> None:
