@@ -109,7 +109,9 @@ def run_case(rows: int, cols: int, dtype: str, bond: int, batch: int, repeats: i
         "min_s": {k: min(v) for k, v in times.items()}, "times_s": times,
         "load_average": os.getloadavg(), "rel_error": errors,
         "flops": {"cores": cost["cores"], "dense": cost["dense"], "gemm": 2 * rows * cols * batch},
-        "auto_choice": "dense" if cost["dense"] <= cost["cores"] else "cores",
+        "auto_choice": (
+            "dense" if cost["dense"] <= tnlm.mpo.CORES_FLOP_WEIGHT * cost["cores"] else "cores"
+        ),
         "faster_peer": fastest_peer,
         "ratio_vs_faster_peer": med["tnlm-auto"] / med[fastest_peer],
         "ratio_torch_vs_faster_peer": med["tnlm-auto-torch"] / med[fastest_peer],
