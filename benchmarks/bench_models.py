@@ -9,13 +9,13 @@ Usage::
 
     python benchmarks/bench_models.py --repeats 7 --out docs/bench_models.json
     python benchmarks/bench_models.py --quick          # a fast smoke run
+    python benchmarks/bench_models.py --only convert --threads 1   # from_bert at BERT-base
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import time
@@ -254,6 +254,35 @@ def _albert(size: str) -> dict:
     )
 
 
+# ---------------------------------------------------------------------------- conversion
+
+
+def bench_convert(target_layers: list[int]) -> list:
+    """Time ``from_bert`` ("clone" and "fit") on a randomly initialised BERT-base."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    hf = BertForMaskedLM(BertConfig())
+    rows = []
+    for layers in target_layers:
+        for init in ("clone", "fit"):
+            t = time.perf_counter()
+            model = MPOBertForMaskedLM.from_bert(hf, init=init, num_hidden_layers=layers)
+            rep = model.conversion_report
+            rows.append(
+                {
+                    "source_layers": 12,
+                    "target_layers": layers,
+                    "init": init,
+                    "seconds": time.perf_counter() - t,
+                    "mean_relative_error": rep.mean_relative_error,
+                    "als_sweeps": {k: len(v) - 2 for k, v in rep.objectives.items()},
+                }
+            )
+            print(json.dumps(rows[-1]))
+    return rows
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -264,7 +293,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    ap.add_argument("--only", choices=("linear", "train", "params"), action="append")
+    ap.add_argument("--only", choices=("linear", "train", "params", "convert"), action="append")
     ap.add_argument("--quick", action="store_true", help="tiny repeats and sizes (smoke test)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
@@ -292,10 +321,11 @@ def main() -> None:
         result["train_step"] = bench_train_step(
             repeats, 2 if args.quick else args.batch, 32 if args.quick else args.seq, layers, 256
         )
+    if "convert" in only and args.only:  # slow (minutes): only when asked for
+        result["convert"] = bench_convert([12] if args.quick else [12, 48])
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
-    _ = math.pi
 
 
 if __name__ == "__main__":
