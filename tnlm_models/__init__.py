@@ -12,6 +12,10 @@ from .modeling import (
 )
 from .mpo_linear import MPOLinear
 
+# ``tnlm_models.train`` is the function (the subpackage of the same name stays importable as
+# ``from tnlm_models.train import ...``).
+from .train import TrainConfig, evaluate, train
+
 __all__ = [
     "MPOLinear",
     "MPOBertConfig",
@@ -22,5 +26,7 @@ __all__ = [
     "MPOBertModelOutput",
     "MATRIX_NAMES",
     "SHARING_MODES",
+    "train",
+    "evaluate",
+    "TrainConfig",
 ]
-from .train import TrainConfig as TrainConfig, train as train  # noqa: E402, I001
