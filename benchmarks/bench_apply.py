@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/bench_apply.py [--quick] [--repeats 5] [--batch 512] [--out docs/benchmarks/apply.json]
+    python benchmarks/bench_apply.py [--quick] [--repeats 5] [--batch 512] \\
+        [--out docs/benchmarks/apply.json]
 
 For every size (768x768, 768x3072, 4096x4096; ``--quick``: the first two), dtype and bond cap
 (64, 16) the same MPO (tnlm's decomposition of a Gaussian matrix, n = 5 cores) is applied to

@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/bench_decompose.py [--quick] [--repeats 5] [--out docs/benchmarks/decompose.json]
+    python benchmarks/bench_decompose.py [--quick] [--repeats 5] \\
+        [--out docs/benchmarks/decompose.json]
 
 For every size (768x768, 768x3072, 4096x4096; ``--quick``: the first two), dtype (float32,
 float64), test matrix ("decay": geometrically decaying TT spectra; "gaussian") and bond cap
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     # warm-up: imports, plan caches, LAPACK workspaces
     w0 = C.gaussian_matrix(256, 256)
-    for name, (fn, _, _) in _contestants(w0, 16, False, "gaussian").items():
+    for fn, _, _ in _contestants(w0, 16, False, "gaussian").values():
         fn()
     for rows, cols in sizes:
         large = max(rows, cols) >= 4096
@@ -238,7 +239,7 @@ def markdown_table(cases: list[dict[str, Any]]) -> str:
             + "| err ratio tnlm | err ratio quimb-rand / tensorly-rand |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for c in cases:
-        def cell(k: str) -> str:
+        def cell(k: str, c: dict[str, Any] = c) -> str:
             if k not in c["median_s"]:
                 return "-"
             return f"{c['median_s'][k]:.3f} ({c['min_s'][k]:.3f})"
