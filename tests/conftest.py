@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -254,3 +255,25 @@ class _Namespace:
 @pytest.fixture(scope="session")
 def tn() -> _Namespace:
     return _Namespace()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real data (../shared/data or $TNLM_DATA): required under CI, a visible skip elsewhere
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder of the real data sets (see ../shared/data/README.md).
+
+    Taken from ``$TNLM_DATA``, else ``../shared/data`` beside the repository. Missing data
+    fails the test when ``CI`` is set (CI always has it) and skips it, with the reason shown
+    by ``-ra``, on a user's machine without it.
+    """
+    root = Path(os.environ.get("TNLM_DATA", Path(__file__).resolve().parents[1] / "../shared/data"))
+    if not (root / "README.md").is_file():
+        msg = f"real data folder not found at {root}; set TNLM_DATA to the shared data folder"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return root.resolve()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,6 @@ from tnlm_models.data import (
     train_batches,
 )
 from tnlm_models.tokenization import WordPieceTokenizer
-
-DATA = Path(os.environ.get("TNLM_DATA", Path(__file__).resolve().parents[2] / "../shared/data"))
 
 
 @pytest.fixture(scope="module")
@@ -209,10 +206,10 @@ def test_classification_collator(tmp_path, tok):
 
 
 @pytest.mark.slow
-def test_real_glue_files_read_without_configuration():
-    sst = read_glue_tsv(DATA / "glue/SST-2/dev.tsv")
+def test_real_glue_files_read_without_configuration(shared_data):
+    sst = read_glue_tsv(shared_data / "glue/SST-2/dev.tsv")
     assert len(sst.texts_a) == 872 and set(sst.labels) == {"0", "1"}
-    cola = read_glue_tsv(DATA / "glue/CoLA/dev.tsv")
+    cola = read_glue_tsv(shared_data / "glue/CoLA/dev.tsv")
     assert len(cola.texts_a) == 1043 and set(cola.labels) == {"0", "1"}
     assert cola.texts_a[0] == "The sailors rode the breeze clear of the rocks."
 

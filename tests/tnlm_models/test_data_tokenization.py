@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from tnlm_models.tokenization import SPECIAL_TOKENS, WordPieceTokenizer
@@ -65,14 +62,9 @@ def test_load_errors(tmp_path):
         WordPieceTokenizer.train(TEXTS, vocab_size=40).encode("a", max_length=2)
 
 
-def _bert_vocab() -> Path:
-    root = Path(os.environ.get("TNLM_DATA", Path(__file__).resolve().parents[2] / "../shared/data"))
-    return root / "bert-base-uncased" / "vocab.txt"
-
-
 @pytest.mark.slow
-def test_bert_vocab_txt_matches_bert_ids():
-    tok = WordPieceTokenizer.load(_bert_vocab())
+def test_bert_vocab_txt_matches_bert_ids(shared_data):
+    tok = WordPieceTokenizer.load(shared_data / "bert-base-uncased" / "vocab.txt")
     assert tok.vocab_size == 30522
     assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 100, 101, 102, 103)
     # "hello world" in bert-base-uncased is [CLS] 7592 2088 [SEP]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,6 @@ TINY = {
     "num_cores": 2,
     "adapter_size": 2,
 }
-DATA = Path(os.environ.get("TNLM_DATA", Path(__file__).resolve().parents[2] / "../shared/data"))
 
 
 @pytest.fixture(scope="module")
@@ -382,13 +380,16 @@ def test_parameter_groups_policy():
 
 
 @pytest.mark.slow
-def test_real_sst2_finetune_smoke(tmp_path):
+def test_real_sst2_finetune_smoke(tmp_path, shared_data):
     res = train(
         MPOBertConfig.from_dict({**TINY, "max_position_embeddings": 64}),
-        {"train": str(DATA / "glue/SST-2/dev.tsv"), "valid": str(DATA / "glue/SST-2/dev.tsv")},
+        {
+            "train": str(shared_data / "glue/SST-2/dev.tsv"),
+            "valid": str(shared_data / "glue/SST-2/dev.tsv"),
+        },
         dict(
             task="finetune",
-            tokenizer=str(DATA / "bert-base-uncased/vocab.txt"),
+            tokenizer=str(shared_data / "bert-base-uncased/vocab.txt"),
             max_steps=3,
             batch_size=8,
             max_seq_length=64,
