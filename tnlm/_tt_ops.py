@@ -85,6 +85,18 @@ def tt_svd(
     cores : list of array, shapes (r_{k-1}, d_k, r_k)
     report : TruncationReport
     """
+    with B.blas_threads_for(t):
+        return _tt_svd_sweep(t, dims, caps, tol, method, seed)
+
+
+def _tt_svd_sweep(
+    t: Array,
+    dims: Sequence[int],
+    caps: Sequence[int | None],
+    tol: float | None,
+    method: str,
+    seed: int,
+) -> tuple[list[Array], TruncationReport]:
     n = len(dims)
     norm = B.fnorm(t)
     budget = _Budget(tol, norm, n - 1)
