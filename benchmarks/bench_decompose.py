@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     C.write_json(args.out, payload)
     log.info("done in %.0f s -> %s", payload["wall_s"], args.out)
     if not args.no_plot:
-        plot(payload, os.path.join(os.path.dirname(args.out) or ".", "decompose.png"))
+        stem = os.path.splitext(os.path.basename(args.out))[0]
+        plot(payload, os.path.join(os.path.dirname(args.out) or ".", stem + ".png"))
     return 0
 
 

@@ -117,7 +117,7 @@ class MPOLinear(nn.Module):
     """
 
     #: How "auto" weighs the two FLOP counts (heuristics measured on a 2-core x86 CPU,
-    #: see docs/benchmarks_models.md; override per instance or subclass). The input
+    #: see docs/benchmarks.md; override per instance or subclass). The input
     #: contraction is a chain of small permuted tensor products that run at a fraction of
     #: a GEMM's throughput, so its FLOPs count ``cores_flop_weight`` times; the dense path
     #: materialises ``W`` and its gradient (several memory-bound passes over out*in
