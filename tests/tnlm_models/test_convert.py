@@ -16,16 +16,6 @@ from tnlm_models.convert import load_bert_state  # noqa: E402
 from tnlm_models.init import fit_shared_central, layer_map  # noqa: E402
 from tnlm_models.testing import random_batch, tiny_config  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run faster on one thread (and do not fight other jobs for the cores).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 V = 97
 
 

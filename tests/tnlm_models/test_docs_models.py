@@ -22,14 +22,6 @@ MODULES = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_models_guide_examples_run():
     pytest.importorskip("transformers")
     result = doctest.testfile(

@@ -13,14 +13,6 @@ from tnlm_models.init import RESIDUAL_MATRICES, matrix_std
 from tnlm_models.testing import random_batch, tiny_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("scheme", ["normal", "depth_scaled"])
 def test_rebuilt_matrices_have_the_intended_std(scheme):
     torch.manual_seed(0)

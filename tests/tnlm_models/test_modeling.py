@@ -17,16 +17,6 @@ from tnlm_models import (
 from tnlm_models.modeling import PARAMETER_PARTS
 from tnlm_models.testing import random_batch, tiny_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run faster on one thread (and do not fight other jobs for the cores).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 V, H, L, F_ = 97, 32, 3, 64
 
 

@@ -12,15 +12,6 @@ from tnlm_models import MPOLinear
 from tnlm_models.mpo_linear import full_bond_dims, rebuild_weights
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run faster on one thread (and do not fight other jobs for the cores).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _layer(seed: int = 0, **kw) -> MPOLinear:
     torch.manual_seed(seed)
     kw.setdefault("out_dims", (2, 3, 4))

@@ -12,15 +12,6 @@ from tnlm_models.testing import random_batch as batch
 from tnlm_models.testing import tiny_config as tiny
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run faster on one thread (and do not fight other jobs for the cores).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("sharing", ["central", "all", "none"])
 def test_round_trip_bit_exact(tmp_path, sharing):
     torch.manual_seed(0)
