@@ -15,6 +15,7 @@ Conventions enforced here:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -41,8 +42,12 @@ __all__ = [
     "row_sq_norms",
     "like_real",
     "randn",
+    "lu_basis",
     "real_dtype_eps",
     "fnorm",
+    "sq_norm",
+    "gram",
+    "residual_sq_norm",
     "check_float_dtype",
     "compute_dtype_of",
     "all_finite",
@@ -161,8 +166,49 @@ def real_dtype_eps(x: Array) -> float:
     return float(np.finfo(np.dtype(x.dtype)).eps)
 
 
+#: Elements per block when numpy data is upcast to double precision block by block (fits
+#: in L2 cache as float64, and avoids a full-size double-precision copy).
+_BLOCK = 1 << 16
+
+
+def _blocks(n: int, m: int) -> Iterator[slice]:
+    """Column slices of an (m, n) matrix with about ``_BLOCK`` elements each."""
+    step = max(1, _BLOCK // max(m, 1))
+    for j in range(0, n, step):
+        yield slice(j, min(n, j + step))
+
+
+def _np_double(a: np.ndarray) -> np.ndarray:
+    if a.dtype.kind == "c":
+        return a.astype(np.complex128, copy=False)
+    return a.astype(np.float64, copy=False)
+
+
+def sq_norm(x: Array) -> float:
+    """``||x||_F**2`` as a Python float, accumulated in double precision."""
+    if is_torch(x):
+        import torch
+
+        t = x.detach()
+        dt = torch.complex128 if t.dtype.is_complex else torch.float64
+        if t.dtype != dt:
+            t = t.to(dt)
+        return float(torch.linalg.vector_norm(t)) ** 2
+    a = np.asarray(x)
+    if a.dtype in (np.float64, np.complex128):
+        v = a.ravel()
+        return float(np.vdot(v, v).real)
+    flat = a.reshape(1, -1)
+    total = 0.0
+    for sl in _blocks(flat.shape[1], 1):
+        v = _np_double(flat[0, sl])
+        total += float(np.vdot(v, v).real)
+    return total
+
+
 def fnorm(x: Array) -> float:
-    """Frobenius norm of ``x`` as a Python float (accumulated in float64)."""
+    """Frobenius norm of ``x`` as a Python float (accumulated in double precision, without a
+    full-size double-precision copy of a single-precision numpy array)."""
     if is_torch(x):
         import torch
 
@@ -171,9 +217,51 @@ def fnorm(x: Array) -> float:
             t = t.to(torch.complex128 if t.dtype.is_complex else torch.float64)
         return float(torch.linalg.vector_norm(t))
     a = np.asarray(x)
-    if a.dtype not in (np.float64, np.complex128):
-        a = a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
-    return float(np.linalg.norm(a.ravel()))
+    if a.dtype in (np.float64, np.complex128):
+        return float(np.linalg.norm(a.ravel()))
+    return math.sqrt(sq_norm(a))
+
+
+def gram(c: Array) -> Array:
+    """``c @ c^H`` of an (m, n) matrix, computed and returned in double precision (float64 or
+    complex128) in ``c``'s backend; a real numpy product goes to BLAS ``syrk`` (half the
+    flops of a GEMM). (Upcasting block by block instead of at once was measured slower: the
+    many thin GEMMs lose more than the saved copy.)"""
+    if is_torch(c):
+        import torch
+
+        t = c
+        dt = torch.complex128 if t.dtype.is_complex else torch.float64
+        if t.dtype != dt:
+            t = t.to(dt)
+        return t @ t.mH
+    a = _np_double(np.asarray(c))
+    return a @ a.conj().T if a.dtype.kind == "c" else np.dot(a, a.T)
+
+
+def residual_sq_norm(c: Array, u: Array, rest: Array) -> float:
+    """``||c - u @ rest||_F**2`` in double precision, as a Python float.
+
+    numpy: formed a few rows at a time (``rest`` stays in cache), so no full-size residual
+    or double-precision copy is ever stored.
+    """
+    if is_torch(c):
+        import torch
+
+        dt = torch.complex128 if c.dtype.is_complex else torch.float64
+        r = c.detach().to(dt) - u.detach().to(dt) @ rest.detach().to(dt)
+        return float(torch.linalg.vector_norm(r)) ** 2
+    a = np.asarray(c)
+    m, n = a.shape
+    u64 = _np_double(np.asarray(u))
+    r64 = _np_double(np.asarray(rest))
+    step = max(1, min(64, _BLOCK // max(n, 1)))
+    total = 0.0
+    for i in range(0, m, step):
+        blk = _np_double(a[i : i + step]) - u64[i : i + step] @ r64
+        v = blk.ravel()
+        total += float(np.vdot(v, v).real)
+    return total
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,6 +370,20 @@ def qr(a: Array) -> tuple[Array, Array]:
     dn_mag = np.abs(dn)
     ph = np.where(dn_mag > 0, dn / np.where(dn_mag > 0, dn_mag, 1), 1).astype(qn.dtype)
     return qn * ph[None, :], rn * ph.conj()[:, None]
+
+
+def lu_basis(a: Array) -> Array:
+    """``P L`` of a partially pivoted LU factorisation of a tall ``a`` (m, k): a
+    well-conditioned basis of ``a``'s column space, cheaper than QR (no orthogonality). The
+    normaliser between power iterations of a randomized SVD (Halko et al. 2011, Sec. 4.5)."""
+    if is_torch(a):
+        import torch
+
+        p, lower, _ = torch.linalg.lu(a)
+        return p @ lower
+    import scipy.linalg as sla
+
+    return sla.lu(np.asarray(a), permute_l=True, check_finite=False)[0]
 
 
 def randn(shape: tuple[int, ...], ref: Array, seed: int) -> Array:

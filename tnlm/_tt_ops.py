@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import autoray as ar
+import numpy as np
 import opt_einsum as oe
 
 from . import _backend as B
 from ._types import Array
 from .contract import contract
-from .truncation import BondTruncation, TruncationReport, truncated_split
+from .truncation import BondTruncation, TruncationReport, split_route, truncated_split
 
 __all__ = [
     "tt_svd",
@@ -69,51 +70,150 @@ def tt_svd(
     tol: float | None,
     method: str = "auto",
     seed: int = 0,
+    col_dims: Sequence[int] | None = None,
 ) -> tuple[list[Array], TruncationReport]:
     """TT-SVD: left-to-right sweep of truncated SVDs (Oseledets 2011, Alg. 1).
 
     Parameters
     ----------
-    t : array, shape (prod(dims),) or dims
+    t : array with ``prod(dims) * prod(col_dims)`` elements
+        A tensor of shape ``dims`` (flattened in C order); or, with ``col_dims``, a matrix
+        of shape ``(prod(dims), prod(col_dims))``.
     dims : sequence of int, length n
+        The tensor's dimensions; with ``col_dims``, the row factors ``i_1..i_n``.
     caps : sequence of (int or None), length n - 1
     tol : float or None
         Global relative Frobenius tolerance.
+    col_dims : sequence of int, length n, optional
+        Column factors ``j_1..j_n`` of an MPO: the train is that of the tensor with axes
+        interleaved ``(i_1 j_1, ..., i_n j_n)``. The interleaving is never formed as a whole:
+        each unfolding moves only the axes it needs (see :func:`_unfolding`).
 
     Returns
     -------
     cores : list of array, shapes (r_{k-1}, d_k, r_k)
+        ``d_k = dims[k] * col_dims[k]`` (row index major).
     report : TruncationReport
     """
+    cols = [1] * len(dims) if col_dims is None else [int(j) for j in col_dims]
     with B.blas_threads_for(t):
-        return _tt_svd_sweep(t, dims, caps, tol, method, seed)
+        return _tt_svd_sweep(t, [int(i) for i in dims], cols, caps, tol, method, seed)
+
+
+def _unfolding(c: Array, r: int, ia: int, ja: int) -> Array:
+    """The matrix ``(r ia ja) x (ib jb)`` of the remainder ``c`` of shape ``(r, ia ib, ja jb)``.
+
+    Rows come out as ``(r, i-block, j-block)``, not interleaved; only the middle two axes of
+    ``(r, ia, ib, ja, jb)`` are swapped, so the copy moves contiguous runs of ``jb`` elements
+    (a full interleaving permutation of a matrix moves runs of one column factor).
+    """
+    _, i_all, j_all = (int(x) for x in c.shape)
+    ib, jb = i_all // ia, j_all // ja
+    if ja == 1 or ib == 1:
+        return ar.do("reshape", c, (r * ia * ja, ib * jb))
+    x = ar.do("reshape", c, (r, ia, ib, ja, jb))
+    x = ar.do("transpose", x, (0, 1, 3, 2, 4))
+    return ar.do("reshape", x, (r * ia * ja, ib * jb))
+
+
+def _interleave_rows(x: Array, r: int, rows: Sequence[int], cols: Sequence[int]) -> Array:
+    """Reorder axis 0 of ``x`` from ``(r, i_g..i_k, j_g..j_k)`` to ``(r, i_g, j_g, ..,
+    i_k, j_k)``; the other axes are kept (flattened)."""
+    n = len(rows)
+    if all(j == 1 for j in cols) or n == 0:
+        return x
+    rest = tuple(int(d) for d in x.shape[1:])
+    y = ar.do("reshape", x, (r, *rows, *cols, *rest))
+    perm = [0] + [ax for q in range(n) for ax in (1 + q, 1 + n + q)]
+    perm += list(range(1 + 2 * n, 1 + 2 * n + len(rest)))
+    return ar.do("reshape", ar.do("transpose", y, perm), tuple(int(d) for d in x.shape))
 
 
 def _tt_svd_sweep(
     t: Array,
-    dims: Sequence[int],
+    rows: list[int],
+    cols: list[int],
     caps: Sequence[int | None],
     tol: float | None,
     method: str,
     seed: int,
 ) -> tuple[list[Array], TruncationReport]:
-    n = len(dims)
+    n = len(rows)
+    dims = [i * j for i, j in zip(rows, cols)]
     norm = B.fnorm(t)
     budget = _Budget(tol, norm, n - 1)
     cores: list[Array] = []
-    bonds: list[BondTruncation] = []
-    c = ar.do("reshape", t, (dims[0], -1))  # (d_1, d_2 ... d_n)
-    r = 1
+    bonds: list[BondTruncation | None] = []
+    # remainder (r, i_g..i_n, j_g..j_n), never interleaved; sites g.. are not split yet
+    c = ar.do("reshape", t, (1, math.prod(rows), math.prod(cols)))
+    r, g = 1, 0
     for k in range(n - 1):
-        c = ar.do("reshape", c, (r * dims[k], -1))  # (r_{k-1} d_k, d_{k+1} ... d_n)
-        u, c, info = truncated_split(c, caps[k], budget.delta(), method, seed + k)
-        # u: (r_{k-1} d_k, r_k) left-orthonormal; c = u^H c: (r_k, d_{k+1} ... d_n)
+        m = r * math.prod(dims[g : k + 1])
+        delta = budget.delta()
+        route = split_route(m, r * math.prod(dims[g:]) // m, caps[k], delta, method)
+        if route == "identity":
+            # nothing to truncate: identity core, site k merges with the next one and the
+            # data stays where it is; the bond's spectrum comes from a later Gram matrix
+            bonds.append(None)
+            cores.append(ar.do("reshape", B.eye_like(m, t), (m // dims[k], dims[k], m)))
+            budget.spend(0.0)
+            continue
+        ia, ja = math.prod(rows[g : k + 1]), math.prod(cols[g : k + 1])
+        mat = _unfolding(c, r, ia, ja)  # rows (r, i_g..i_k, j_g..j_k)
+        gm = None
+        if k > g:  # bonds g..k-1 are identity bonds
+            gm = B.gram(mat) if route == "gram" else None
+            _resolve_identity_bonds(bonds, c, r, rows, cols, g, k, gm)
+        u, rest, info = truncated_split(mat, caps[k], delta, method, seed + k, gram=gm)
+        # u: (m, r_k) left-orthonormal; rest = u^H mat: (r_k, i_{k+1}.. j_{k+1}..)
         budget.spend(info.error)
         bonds.append(info)
-        cores.append(ar.do("reshape", u, (r, dims[k], info.rank)))  # (r_{k-1}, d_k, r_k)
-        r = info.rank
-    cores.append(ar.do("reshape", c, (r, dims[-1], 1)))  # (r_{n-1}, d_n, 1)
-    return cores, TruncationReport(norm=norm, bonds=tuple(bonds))
+        u = _interleave_rows(u, r, rows[g : k + 1], cols[g : k + 1])
+        cores.append(ar.do("reshape", u, (m // dims[k], dims[k], info.rank)))
+        r, g = info.rank, k + 1
+        c = ar.do("reshape", rest, (r, math.prod(rows[g:]), math.prod(cols[g:])))
+    if g < n - 1:
+        _resolve_identity_bonds(bonds, c, r, rows, cols, g, n - 1, None)
+    last = _interleave_rows(ar.do("reshape", c, (-1, 1)), r, rows[g:], cols[g:])
+    m = r * math.prod(dims[g:])
+    cores.append(ar.do("reshape", last, (m // dims[-1], dims[-1], 1)))  # (r_{n-1}, d_n, 1)
+    done = tuple(b for b in bonds if b is not None)
+    return cores, TruncationReport(norm=norm, bonds=done)
+
+
+def _resolve_identity_bonds(
+    bonds: list[BondTruncation | None],
+    c: Array,
+    r: int,
+    rows: Sequence[int],
+    cols: Sequence[int],
+    g: int,
+    k: int,
+    gm: Array | None,
+) -> None:
+    """Fill in the report of identity bonds ``g..k-1`` from one Gram matrix.
+
+    No bond since ``g`` changed the data, so the unfolding at identity bond p is that of the
+    remainder ``c`` with sites ``g..p`` as rows, and its Gram matrix is a partial trace of
+    any later one: ``G_p[a, b] = sum_x G[(a, x), (b, x)]`` (rows interleaved). ``gm`` is the
+    Gram matrix of bond k's unfolding when the sweep has it; otherwise that of bond k - 1
+    (the widest identity bond, still no taller than wide) is formed.
+    """
+    top = k if gm is not None else k - 1
+    if gm is None:
+        ia, ja = math.prod(rows[g : top + 1]), math.prod(cols[g : top + 1])
+        gm = B.gram(_unfolding(c, r, ia, ja))
+    gn = B.to_numpy(gm)
+    mg = gn.shape[0]
+    idx = _interleave_rows(np.arange(mg), r, rows[g : top + 1], cols[g : top + 1])
+    gn = gn[np.ix_(idx, idx)]  # rows and columns interleaved
+    for p in range(g, k):
+        mp = r * math.prod(rows[g : p + 1]) * math.prod(cols[g : p + 1])
+        d = mg // mp
+        gp = np.trace(gn.reshape(mp, d, mp, d), axis1=1, axis2=3)
+        w = np.linalg.eigvalsh(gp)[::-1]
+        s = B.like_real(np.sqrt(np.maximum(w.real, 0.0)), c)
+        bonds[p] = BondTruncation(rank=mp, error=0.0, kept=s, discarded=s[:0], method="identity")
 
 
 def dense_equation(n: int, legs: int = 1) -> str:

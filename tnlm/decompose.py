@@ -144,12 +144,8 @@ def mpo_decompose(
     tol = check_tol(tol)
     check_method(method)
     Wc, back = _compute_view(W)
-    t = ar.do("reshape", Wc, row_dims + col_dims)  # (i_1..i_n, j_1..j_n)
-    perm = [ax for k in range(n) for ax in (k, n + k)]
-    t = ar.do("transpose", t, perm)  # (i_1, j_1, ..., i_n, j_n)
-    dims = [i * j for i, j in zip(row_dims, col_dims)]
-    t = ar.do("reshape", t, (dims[0], -1))  # (i_1 j_1, rest)
-    cores, report = tt_svd(t, dims, caps, tol, method, seed)
+    # the sweep reads W as (i_1..i_n, j_1..j_n) and interleaves only what each bond needs
+    cores, report = tt_svd(Wc, row_dims, caps, tol, method, seed, col_dims=col_dims)
     cores = [
         ar.do("reshape", c, (c.shape[0], i, j, c.shape[2]))  # (r, i, j, r')
         for c, i, j in zip(_cast_back(cores, back), row_dims, col_dims)

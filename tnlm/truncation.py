@@ -29,6 +29,7 @@ __all__ = [
     "TruncationReport",
     "truncated_svd",
     "truncated_split",
+    "split_route",
     "SVD_METHODS",
     "BondTruncation",
 ]
@@ -56,8 +57,10 @@ class BondTruncation:
     discarded : array, shape (m,) or None
         Discarded singular values; ``None`` where a randomized SVD never formed them.
     method : str
-        "svd" (LAPACK), "rsvd" (randomized), "gram" (Gram route of a wide unfolding) or "qr"
-        (QR step of a tall unfolding kept at full rank); see :func:`truncated_split`.
+        "svd" (LAPACK), "rsvd" (randomized), "gram" (Gram route of a wide unfolding), "qr"
+        (QR step of a tall unfolding kept at full rank) or "identity" (a wide unfolding that
+        nothing could truncate: identity core, singular values from the double-precision
+        Gram matrix); see :func:`truncated_split` and :func:`split_route`.
     """
 
     rank: int
@@ -171,34 +174,60 @@ def _small_svd_of_wide(b: Array) -> tuple[Array, Array, Array]:
     return v, s2, p
 
 
-def _gram(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
+#: Machine epsilon of float64, the precision of every Gram matrix.
+_EPS64 = float(np.finfo(np.float64).eps)
+
+
+def _gram(
+    c: Array, cap: int | None, delta: float | None, seed: int, g: Array | None = None
+) -> tuple[Any, ...]:
     """Exact truncation of a wide unfolding (m <= n) through its m x m Gram matrix.
 
-    ``C C^H = V diag(w) V^H`` is formed and diagonalised in double precision (float32 input
-    is upcast: more accurate than a float32 SVD), the next core's matrix is ``P = V^H C`` and
-    the rank is chosen from the squared row norms of ``P``. Cost ``3 m^2 n`` flops, all in
-    GEMMs, against gesdd's Householder bidiagonalisation. The reported error is
-    ``||V_d^H C||_F``, which equals ``||C - V_r V_r^H C||_F`` because V is orthogonal.
+    ``G = C C^H`` is formed in double precision (float32 input is upcast: more accurate than
+    a float32 SVD; BLAS ``syrk``, ``m^2 n`` flops) and diagonalised, ``G = V diag(w) V^H``;
+    the rank is chosen from the eigenvalue tails, and only the kept rows of the next core's
+    matrix, ``P = V_r^H C``, are formed (``2 r m n`` flops). ``g`` is ``G`` when the caller
+    already has it.
 
-    Where the split point falls in the part of the spectrum that the Gram matrix cannot
-    resolve (``s_r**2 < 1e4 m eps s_1**2``), the subspace may be suboptimal: fall back to
-    LAPACK's SVD.
+    Accuracy. ``V`` is orthonormal to double precision, so the error committed is exactly
+    ``||C - V_r V_r^H C||_F``. It is reported as ``sqrt(sum_{i >= r} w_i)`` where that sum is
+    known to the input's precision (its uncertainty, about ``8 m eps64 w_1``, is below
+    ``2 eps tail``: float32 input whose cut is not tiny), else measured directly as the
+    residual norm (double-precision input). Kept singular values are the row norms of ``P``
+    (Rayleigh quotients) for double-precision input and ``sqrt(w)`` otherwise; discarded ones
+    are ``sqrt(w)``, accurate to about ``sqrt(8 m eps64) s_1`` in absolute terms. A
+    tolerance is met with that uncertainty as margin. Where the split point falls in the
+    part of the spectrum the Gram matrix cannot resolve (``w_r < 1e4 m eps64 w_1``), LAPACK's
+    SVD is used instead.
     """
     m, n = c.shape
-    v, s2, p = _small_svd_of_wide(c)
-    tail = [0.0] * (m + 1)
-    for i in range(m - 1, -1, -1):
-        tail[i] = tail[i + 1] + float(s2[i])
-    r = _choose_rank(tail, cap, delta)
-    eps = B.real_dtype_eps(p)
-    if 0 < r < m and s2[r - 1] < 1e4 * m * eps * s2[0]:
-        u, s, vh, err, disc, used = _exact(c, cap, delta, seed)
-        return u, s, s[:, None] * vh, err, disc, used
-    sv = B.like_real(np.sqrt(np.maximum(s2, 0.0)), c)
+    if g is None:
+        g = B.gram(c)
+    w_b, v = B.eigh_desc(g)
+    w = np.maximum(B.to_numpy(w_b).astype(np.float64), 0.0)
+    unc = 8.0 * m * _EPS64 * float(w[0]) if m else 0.0
+    tail = np.concatenate([np.cumsum(w[::-1])[::-1], [0.0]]).tolist()
+    safe = [t + unc for t in tail[:-1]] + [0.0]  # a tolerance is met despite the uncertainty
+    r = _choose_rank(safe, cap, delta)
+    if 0 < r < m and w[r - 1] < 1e4 * m * _EPS64 * w[0]:
+        return _exact_split(c, cap, delta, seed)
     u = B.cast_like(v[:, :r], c)  # (m, r)
-    rest = B.cast_like(p[:r, :], c)  # (r, n) = diag(s) vh
+    rest = _herm(u) @ c  # (r, n) = diag(s) vh
     u, rest = B._fix_signs(u, rest)  # noqa: SLF001 -- the convention of B.svd
-    return u, sv[:r], rest, math.sqrt(tail[r]), sv[r:], "gram"
+    eps = B.real_dtype_eps(c)
+    double = eps <= _EPS64
+    kept2 = B.row_sq_norms(rest) if double else w[:r]
+    if double and np.any(np.diff(kept2) > 0):
+        order = np.argsort(-kept2, kind="stable")
+        u, rest, kept2 = u[:, order.tolist()], rest[order.tolist(), :], kept2[order]
+    if r == m:
+        err = 0.0
+    elif unc <= 2.0 * eps * tail[r]:
+        err = math.sqrt(tail[r])
+    else:
+        err = math.sqrt(B.residual_sq_norm(c, u, rest))
+    sv = B.like_real(np.sqrt(np.concatenate([kept2, w[r:]])), c)
+    return u, sv[:r], rest, err, sv[r:], "gram"
 
 
 def _qr(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
@@ -213,41 +242,44 @@ def _qr(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any,
 
 def _randomized_parts(c: Array, cap: int, seed: int) -> tuple[Array, Array, Array, Array]:
     """Randomized range finder with power iterations (Halko, Martinsson, Tropp 2011, Alg. 4.4),
-    re-orthonormalised by QR after every product. Returns ``(u, s, rest, resid)``: u (m, k)
-    orthonormal, rest = u^H c (k, n), resid = c - u rest."""
+    renormalised by LU between products and orthonormalised by QR at the end (their Sec. 4.5;
+    the span is that of Alg. 4.4, at about half the cost of a QR per product). Returns
+    ``(u, s, rest, err)``: u (m, k) orthonormal, rest = u^H c (k, n), err = ||c - u rest||_F
+    measured in double precision."""
     m, n = c.shape
     k = min(cap, m, n)
     ell = min(k + RSVD_OVERSAMPLE, m, n)
     ch = _herm(c)  # (n, m)
     omega = B.randn((n, ell), c, seed)
-    q, _ = B.qr(c @ omega)  # (m, ell)
-    for _ in range(RSVD_POWER_ITERS):
-        z, _ = B.qr(ch @ q)  # (n, ell)
-        q, _ = B.qr(c @ z)  # (m, ell)
+    y = c @ omega  # (m, ell)
+    for _ in range(RSVD_POWER_ITERS):  # LU between products, QR at the end (Halko Sec. 4.5)
+        z = B.lu_basis(ch @ B.lu_basis(y))  # (n, ell)
+        y = c @ z  # (m, ell)
+    q, _ = B.qr(y)  # (m, ell) orthonormal
     b = _herm(q) @ c  # (ell, n)
-    ub, s2, _ = _small_svd_of_wide(b)  # ub (ell, ell) in double precision
+    ub, s2, p = _small_svd_of_wide(b)  # ub (ell, ell), p = ub^H b, in double precision
     u = q @ B.cast_like(ub[:, :k], q)  # (m, k)
-    rest = _herm(u) @ c  # (k, n) = diag(s) vh
+    rest = B.cast_like(p[:k], c)  # (k, n) = u^H c = diag(s) vh
     u, rest = B._fix_signs(u, rest)  # noqa: SLF001 -- same convention as the exact path
     s = B.like_real(np.sqrt(np.maximum(s2[:k], 0.0)), c)
-    return u, s, rest, c - u @ rest
+    return u, s, rest, math.sqrt(B.residual_sq_norm(c, u, rest))
 
 
 def _randomized_split(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
     if cap is None or delta is not None:
         u, s, vh, err, disc, used = _exact(c, cap, delta, seed)
         return u, s, s[:, None] * vh, err, disc, used
-    u, s, rest, resid = _randomized_parts(c, cap, seed)
-    return u, s, rest, B.fnorm(resid), None, "rsvd"
+    u, s, rest, err = _randomized_parts(c, cap, seed)
+    return u, s, rest, err, None, "rsvd"
 
 
 def _randomized(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
     """:func:`truncated_svd`'s randomized driver: ``vh`` from an SVD of the small ``rest``."""
     if cap is None or delta is not None:
         return _exact(c, cap, delta, seed)
-    u, _, rest, resid = _randomized_parts(c, cap, seed)
+    u, _, rest, err = _randomized_parts(c, cap, seed)
     ur, s, vh = B.svd(rest)  # rest = u_r s vh (k x k rotation of the kept basis)
-    return u @ ur, s, vh, B.fnorm(resid), None, "rsvd"
+    return u @ ur, s, vh, err, None, "rsvd"
 
 
 def _is_complex(x: Array) -> bool:
@@ -256,7 +288,7 @@ def _is_complex(x: Array) -> bool:
     return x.dtype.kind == "c"
 
 
-def _rsvd_pays(m: int, n: int, cap: int, c: Array) -> bool:
+def _rsvd_pays(m: int, n: int, cap: int, c: Array | None) -> bool:
     """Whether the randomized SVD is expected to be faster than the exact route for an
     m x n unfolding with rank cap ``cap``.
 
@@ -282,16 +314,40 @@ def _rsvd_pays(m: int, n: int, cap: int, c: Array) -> bool:
     return rsvd < exact
 
 
-def _auto_split(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
-    m, n = c.shape
-    if cap is not None and delta is None and cap < min(m, n) and _rsvd_pays(m, n, cap, c):
-        return _randomized_split(c, cap, delta, seed)
+def split_route(m: int, n: int, cap: int | None, delta: float | None, method: str) -> str:
+    """The route :func:`truncated_split` takes for an m x n unfolding: "identity", "gram",
+    "qr", "rsvd" or "svd".
+
+    "identity" (method "auto" only) is a wide unfolding that nothing can truncate (no
+    tolerance, the cap at least m): its left factor is the identity and the matrix passes
+    on unchanged; a TT sweep uses it (``truncated_split`` itself never returns it) and takes
+    the bond's singular values from a later Gram matrix.
+    """
+    if method == "svd":
+        return "svd"
+    if method == "rsvd":
+        return "rsvd" if cap is not None and delta is None else "svd"
+    if cap is not None and delta is None and cap < min(m, n) and _rsvd_pays(m, n, cap, None):
+        return "rsvd"
     if m <= n:
-        return _gram(c, cap, delta, seed)
+        return "identity" if delta is None and (cap is None or cap >= m) else "gram"
     if delta is None and (cap is None or cap >= n):
+        return "qr"
+    return "svd"
+
+
+def _auto_split(
+    c: Array, cap: int | None, delta: float | None, seed: int, g: Array | None = None
+) -> tuple[Any, ...]:
+    m, n = c.shape
+    route = split_route(m, n, cap, delta, "auto")
+    if route == "rsvd":
+        return _randomized_split(c, cap, delta, seed)
+    if route in ("gram", "identity"):
+        return _gram(c, cap, delta, seed, g)
+    if route == "qr":
         return _qr(c, cap, delta, seed)
-    u, s, vh, err, disc, used = _exact(c, cap, delta, seed)
-    return u, s, s[:, None] * vh, err, disc, used
+    return _exact_split(c, cap, delta, seed)
 
 
 def _exact_split(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
@@ -357,15 +413,22 @@ def truncated_svd(
 
 
 def truncated_split(
-    c: Array, cap: int | None, delta: float | None, method: str = "auto", seed: int = 0
+    c: Array,
+    cap: int | None,
+    delta: float | None,
+    method: str = "auto",
+    seed: int = 0,
+    gram: Array | None = None,
 ) -> tuple[Array, Array, BondTruncation]:
     """Split one unfolding ``c ~= u @ rest`` with u left-orthonormal, as a TT sweep needs it.
 
     Same truncation rule as :func:`truncated_svd`; ``rest = diag(s) @ vh = u^H c`` is
-    returned instead of ``vh``, which lets "auto" use routes that never form ``vh``:
+    returned instead of ``vh``, which lets "auto" use routes that never form ``vh``
+    (:func:`split_route` names the choice):
 
     * wide unfoldings (m <= n): the Gram route (``c c^H`` diagonalised in double precision,
-      ``rest = u^H c``), all GEMMs, exact in the same sense as the SVD (see :func:`_gram`);
+      ``rest = u^H c`` for the kept rows only), all GEMMs, exact in the same sense as the SVD
+      (see :func:`_gram`); ``gram`` is ``c c^H`` in double precision when the caller has it;
     * tall unfoldings kept at full rank (no cap binds, no tolerance): a QR step, with the
       singular values from ``R``;
     * a cap well below the unfolding's size: the randomized SVD where it needs fewer flops
@@ -381,6 +444,9 @@ def truncated_split(
     info : BondTruncation
     """
     check_method(method)
-    u, s, rest, err, discarded, used = _SPLITS[method](c, cap, delta, seed)
+    if method == "auto":
+        u, s, rest, err, discarded, used = _auto_split(c, cap, delta, seed, gram)
+    else:
+        u, s, rest, err, discarded, used = _SPLITS[method](c, cap, delta, seed)
     info = BondTruncation(rank=int(s.shape[0]), error=err, kept=s, discarded=discarded, method=used)
     return u, rest, info

@@ -213,6 +213,58 @@ def test_auto_picks_randomized_svd_on_a_large_unfolding(backend, tn):
     assert exact.report.error <= measured <= 1.02 * exact.report.error + slack
 
 
+@given(data=st.data())
+def test_auto_routes_report_the_measured_error_and_match_the_exact_sweep(backend, dtype, tn, data):
+    """"auto" (identity / Gram / QR / randomized routes): the reported error is the measured
+    one, per bond and in total, and the result is within 1.02x of LAPACK's sweep (equal where
+    no bond took the randomized route)."""
+    shape = data.draw(tn.mpo_shapes(min_cores=2), label="shape")
+    n = len(shape[0])
+    rows, cols = math.prod(shape[0]), math.prod(shape[1])
+    w, wn = backend.spectral(rows, cols, data.draw(tn.seeds), data.draw(tn.decays), dtype)
+    caps = _caps(data, n - 1)
+    auto = tnlm.mpo_decompose(w, shape, caps)
+    exact = tnlm.mpo_decompose(w, shape, caps, method="svd")
+    norm = np.linalg.norm(wn)
+    slack = tn.atol(dtype, wn.size, norm)
+    measured = np.linalg.norm(backend.to_numpy(auto.to_dense()) - wn)
+    assert abs(auto.report.error - measured) <= slack
+    assert auto.bond_dims == exact.bond_dims
+    assert measured <= 1.02 * exact.report.error + slack
+    if all(b.method != "rsvd" for b in auto.report.bonds):
+        assert abs(auto.report.error - exact.report.error) <= slack
+    for b in auto.report.bonds:
+        assert b.method in ("identity", "gram", "qr", "rsvd", "svd")
+        backend.check(b.kept, tn.real_of(dtype))
+        kept = backend.to_numpy(b.kept)
+        assert len(kept) == b.rank and np.all(np.diff(kept) <= 0)
+        if b.method == "identity":
+            assert b.error == 0.0 and b.discarded is not None and b.discarded.shape[0] == 0
+
+
+@given(data=st.data())
+def test_identity_bonds_carry_the_exact_spectra(backend, dtype, tn, data):
+    """Without truncation, "auto" leaves every wide unfolding alone (identity core) and reports
+    its singular values, from a later Gram matrix, equal to the SVD of W's unfolding."""
+    shape = data.draw(tn.mpo_shapes(min_cores=2), label="shape")
+    rows, cols = math.prod(shape[0]), math.prod(shape[1])
+    w, wn = backend.spectral(rows, cols, data.draw(tn.seeds), data.draw(tn.decays), dtype)
+    mpo = tnlm.mpo_decompose(w, shape)
+    spectra = tn.unfolding_spectra(tn.interleave(wn, *shape))
+    norm = np.linalg.norm(wn)
+    dims = _dims(shape)
+    ranks = (1, *mpo.bond_dims)
+    for k, b in enumerate(mpo.report.bonds):
+        wide = ranks[k] * dims[k] <= math.prod(dims[k + 1 :])  # the unfolding the sweep sees
+        assert (b.method == "identity") == wide
+        # sqrt of a double-precision eigenvalue: absolute accuracy ~ sqrt(m eps64) s_1
+        tol = tn.atol(dtype, wn.size, norm) + math.sqrt(64 * b.rank * 2.2e-16) * spectra[k][0]
+        np.testing.assert_allclose(backend.to_numpy(b.kept), spectra[k][: b.rank], atol=tol)
+        if b.method == "identity":
+            core = backend.to_numpy(mpo.cores[k]).reshape(-1, b.rank)
+            np.testing.assert_array_equal(core, np.eye(b.rank))
+
+
 # --------------------------------------------------------------------------------------------
 # backends agree; half precision
 # --------------------------------------------------------------------------------------------
