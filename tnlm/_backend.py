@@ -193,11 +193,13 @@ def sq_norm(x: Array) -> float:
         dt = torch.complex128 if t.dtype.is_complex else torch.float64
         if t.dtype != dt:
             t = t.to(dt)
-        return float(torch.linalg.vector_norm(t)) ** 2
+        nrm = float(torch.linalg.vector_norm(t))
+        return nrm * nrm
     a = np.asarray(x)
     if a.dtype in (np.float64, np.complex128):
         v = a.ravel()
-        return float(np.vdot(v, v).real)
+        with np.errstate(over="ignore", under="ignore"):  # callers check the result
+            return float(np.vdot(v, v).real)
     flat = a.reshape(1, -1)
     total = 0.0
     for sl in _blocks(flat.shape[1], 1):
@@ -207,19 +209,38 @@ def sq_norm(x: Array) -> float:
 
 
 def fnorm(x: Array) -> float:
-    """Frobenius norm of ``x`` as a Python float (accumulated in double precision, without a
-    full-size double-precision copy of a single-precision numpy array)."""
+    """Frobenius norm of ``x`` as a Python float, accumulated in double precision (without a
+    full-size double-precision copy of a single-precision numpy array), and scaled by the
+    largest entry where the sum of squares would overflow or underflow."""
     if is_torch(x):
         import torch
 
         t = x.detach()
         if not (t.dtype == torch.float64 or t.dtype == torch.complex128):
             t = t.to(torch.complex128 if t.dtype.is_complex else torch.float64)
-        return float(torch.linalg.vector_norm(t))
+        out = float(torch.linalg.vector_norm(t))
+        if _UNSAFE[0] < out < _UNSAFE[1] or math.isnan(out):
+            return out
+        amax = float(t.abs().max())
+        if amax == 0.0 or math.isinf(amax):
+            return out if amax else 0.0
+        return amax * float(torch.linalg.vector_norm(t / amax))
     a = np.asarray(x)
-    if a.dtype in (np.float64, np.complex128):
-        return float(np.linalg.norm(a.ravel()))
-    return math.sqrt(sq_norm(a))
+    with np.errstate(over="ignore", under="ignore"):  # detected below, and rescaled
+        if a.dtype in (np.float64, np.complex128):
+            out = float(np.linalg.norm(a.ravel()))
+        else:
+            out = math.sqrt(sq_norm(a))
+    if _UNSAFE[0] < out < _UNSAFE[1] or math.isnan(out):
+        return out
+    amax = float(np.abs(a).max())
+    if amax == 0.0 or math.isinf(amax):
+        return out if amax else 0.0
+    return amax * float(np.linalg.norm((_np_double(a) / amax).ravel()))
+
+
+#: Outside this range a norm computed as sqrt(sum of squares) may have over- or underflowed.
+_UNSAFE = (2.0**-480, 2.0**480)
 
 
 def gram(c: Array) -> Array:
@@ -250,17 +271,26 @@ def residual_sq_norm(c: Array, u: Array, rest: Array) -> float:
 
         dt = torch.complex128 if c.dtype.is_complex else torch.float64
         r = c.detach().to(dt) - u.detach().to(dt) @ rest.detach().to(dt)
-        return float(torch.linalg.vector_norm(r)) ** 2
+        nrm = float(torch.linalg.vector_norm(r))
+        return nrm * nrm
     a = np.asarray(c)
     m, n = a.shape
     u64 = _np_double(np.asarray(u))
     r64 = _np_double(np.asarray(rest))
-    step = max(1, min(64, _BLOCK // max(n, 1)))
+    # tiles of about _BLOCK elements: a few rows of a short matrix, or column blocks of a wide
+    # one (where one row of ``rest`` would already be large)
+    rstep = min(m, 32, _BLOCK // max(n, 1))
+    if rstep >= 4:
+        cstep = n
+    else:
+        rstep, cstep = m, max(256, 2 * _BLOCK // max(m, 1))
     total = 0.0
-    for i in range(0, m, step):
-        blk = _np_double(a[i : i + step]) - u64[i : i + step] @ r64
-        v = blk.ravel()
-        total += float(np.vdot(v, v).real)
+    for i in range(0, m, rstep):
+        for j in range(0, n, cstep):
+            blk = _np_double(a[i : i + rstep, j : j + cstep])
+            blk = blk - u64[i : i + rstep] @ r64[:, j : j + cstep]
+            v = blk.ravel()
+            total += float(np.vdot(v, v).real)
     return total
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -11,8 +12,9 @@ from ._types import Array, BondDim
 __all__ = ["check_array", "check_bond_dims", "check_tol", "check_dims"]
 
 
-def check_array(x: Array, name: str, ndim: int | None = None) -> None:
-    """Floating/complex dtype, expected ndim, non-empty, finite."""
+def check_array(x: Array, name: str, ndim: int | None = None) -> float:
+    """Floating/complex dtype, expected ndim, non-empty, finite; returns ``||x||_F`` (the
+    finiteness check and the norm share one pass over the data)."""
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{name} must be an array (numpy, torch, ...); got {type(x).__name__}")
     if ndim is not None and len(x.shape) != ndim:
@@ -22,8 +24,13 @@ def check_array(x: Array, name: str, ndim: int | None = None) -> None:
     B.check_float_dtype(x, name)
     if any(int(d) == 0 for d in x.shape):
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected no zero-size axis")
-    if not B.all_finite(x):
+    sq = B.sq_norm(x)  # finite unless an entry is NaN/Inf (or float64 squares overflow)
+    if not math.isfinite(sq) and not B.all_finite(x):
         raise ValueError(f"{name} contains NaN or Inf entries; expected finite values only")
+    norm = math.sqrt(sq)
+    if not 2.0**-480 < norm < 2.0**480:  # the sum of squares may have over/underflowed
+        norm = B.fnorm(x)  # rescaled by the largest entry
+    return norm
 
 
 def check_dims(dims: Sequence[int], name: str) -> tuple[int, ...]:

@@ -71,6 +71,7 @@ def tt_svd(
     method: str = "auto",
     seed: int = 0,
     col_dims: Sequence[int] | None = None,
+    norm: float | None = None,
 ) -> tuple[list[Array], TruncationReport]:
     """TT-SVD: left-to-right sweep of truncated SVDs (Oseledets 2011, Alg. 1).
 
@@ -88,6 +89,8 @@ def tt_svd(
         Column factors ``j_1..j_n`` of an MPO: the train is that of the tensor with axes
         interleaved ``(i_1 j_1, ..., i_n j_n)``. The interleaving is never formed as a whole:
         each unfolding moves only the axes it needs (see :func:`_unfolding`).
+    norm : float, optional
+        ``||t||_F`` when the caller has it (computed otherwise).
 
     Returns
     -------
@@ -97,7 +100,7 @@ def tt_svd(
     """
     cols = [1] * len(dims) if col_dims is None else [int(j) for j in col_dims]
     with B.blas_threads_for(t):
-        return _tt_svd_sweep(t, [int(i) for i in dims], cols, caps, tol, method, seed)
+        return _tt_svd_sweep(t, [int(i) for i in dims], cols, caps, tol, method, seed, norm)
 
 
 def _unfolding(c: Array, r: int, ia: int, ja: int) -> Array:
@@ -137,10 +140,19 @@ def _tt_svd_sweep(
     tol: float | None,
     method: str,
     seed: int,
+    norm: float | None = None,
 ) -> tuple[list[Array], TruncationReport]:
     n = len(rows)
     dims = [i * j for i, j in zip(rows, cols)]
-    norm = B.fnorm(t)
+    norm = B.fnorm(t) if norm is None else norm
+    # Gram matrices square the data: keep it well inside the double-precision range by an
+    # exact power-of-two scaling, undone on the last core and in the report
+    scale = 1.0
+    if 0 < norm < math.inf and not _SAFE_NORM[0] < norm < _SAFE_NORM[1]:
+        scale = math.ldexp(1.0, max(-1000, min(1000, -math.frexp(norm)[1])))
+        out, report = _tt_svd_sweep(t * scale, rows, cols, caps, tol, method, seed, norm * scale)
+        out[-1] = out[-1] / scale
+        return out, _scaled_report(report, 1.0 / scale)
     budget = _Budget(tol, norm, n - 1)
     cores: list[Array] = []
     bonds: list[BondTruncation | None] = []
@@ -179,6 +191,25 @@ def _tt_svd_sweep(
     cores.append(ar.do("reshape", last, (m // dims[-1], dims[-1], 1)))  # (r_{n-1}, d_n, 1)
     done = tuple(b for b in bonds if b is not None)
     return cores, TruncationReport(norm=norm, bonds=done)
+
+
+#: Norms outside this range are rescaled before a sweep (their squares would leave the range
+#: of double precision, or lose it to subnormals).
+_SAFE_NORM = (2.0**-400, 2.0**400)
+
+
+def _scaled_report(report: TruncationReport, f: float) -> TruncationReport:
+    bonds = tuple(
+        BondTruncation(
+            rank=b.rank,
+            error=b.error * f,
+            kept=b.kept * f,
+            discarded=None if b.discarded is None else b.discarded * f,
+            method=b.method,
+        )
+        for b in report.bonds
+    )
+    return TruncationReport(norm=report.norm * f, bonds=bonds)
 
 
 def _resolve_identity_bonds(

@@ -136,7 +136,7 @@ def mpo_decompose(
     >>> bool(abs(err - mpo.report.error) < 1e-9 * np.linalg.norm(W))
     True
     """
-    check_array(W, "W", ndim=2)
+    norm = check_array(W, "W", ndim=2)
     rows, cols = int(W.shape[0]), int(W.shape[1])
     row_dims, col_dims = resolve_matrix_shape(shape, rows, cols)
     n = len(row_dims)
@@ -145,7 +145,7 @@ def mpo_decompose(
     check_method(method)
     Wc, back = _compute_view(W)
     # the sweep reads W as (i_1..i_n, j_1..j_n) and interleaves only what each bond needs
-    cores, report = tt_svd(Wc, row_dims, caps, tol, method, seed, col_dims=col_dims)
+    cores, report = tt_svd(Wc, row_dims, caps, tol, method, seed, col_dims=col_dims, norm=norm)
     cores = [
         ar.do("reshape", c, (c.shape[0], i, j, c.shape[2]))  # (r, i, j, r')
         for c, i, j in zip(_cast_back(cores, back), row_dims, col_dims)
@@ -187,13 +187,13 @@ def tt_decompose(
         raise TypeError(f"T must be an array (numpy, torch, ...); got {type(T).__name__}")
     if len(T.shape) < 1:
         raise ValueError("T must have at least one axis; got a 0-d array")
-    check_array(T, "T")
+    norm = check_array(T, "T")
     dims = [int(d) for d in T.shape]
     caps = check_bond_dims(bond_dim, len(dims) - 1)
     tol = check_tol(tol)
     check_method(method)
     Tc, back = _compute_view(T)
-    cores, report = tt_svd(ar.do("reshape", Tc, (dims[0], -1)), dims, caps, tol, method, seed)
+    cores, report = tt_svd(Tc, dims, caps, tol, method, seed, norm=norm)
     _warn_if_tol_missed(report, tol)
     return TensorTrain(_cast_back(cores, back), report)
 

@@ -93,7 +93,7 @@ class TruncationReport:
     @property
     def error(self) -> float:
         """Total absolute error ``||W - W'||_F = sqrt(sum_k eps_k**2)``."""
-        return math.sqrt(sum(e * e for e in self.bond_errors))
+        return math.hypot(*self.bond_errors)  # no overflow for huge errors
 
     @property
     def relative_error(self) -> float:

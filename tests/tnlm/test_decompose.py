@@ -374,3 +374,26 @@ def test_tt_decompose_properties(backend, dtype, tn, data):
     tt = tnlm.tt_decompose(t, tol=tol)
     rel = np.linalg.norm(backend.to_numpy(tt.to_dense()) - tnp) / norm
     assert rel <= tol + tn.atol(dtype, tnp.size, 1.0)
+
+
+@pytest.mark.parametrize("scale", [1e300, 1e-300, 1e-310])
+@pytest.mark.parametrize("method", ["auto", "svd"])
+def test_extreme_magnitudes_decompose_like_the_unit_matrix(backend, tn, scale, method):
+    """float64 data near the ends of the range (whose squares over/underflow, as in a Gram
+    matrix) is decomposed after an exact power-of-two rescaling: the same errors, spectra and
+    matrix as the unscaled data, times the scale."""
+    w, wn = backend.spectral(64, 48, seed=4, decay=0.3, dtype="float64")
+    ref = tnlm.mpo_decompose(w, 3, 4, method=method)
+    big = tnlm.mpo_decompose(w * scale, 3, 4, method=method)
+    rel = 1e-12 if scale > 1e-308 else 1e-3  # subnormal input keeps only a few digits
+    assert big.report.norm == pytest.approx(ref.report.norm * scale, rel=rel)
+    assert big.report.error == pytest.approx(ref.report.error * scale, rel=rel)
+    for a, b in zip(big.report.bonds, ref.report.bonds):
+        assert a.method == b.method and a.rank == b.rank
+        np.testing.assert_allclose(
+            backend.to_numpy(a.kept) / scale, backend.to_numpy(b.kept), rtol=rel, atol=0
+        )
+    dense = backend.to_numpy(big.to_dense())
+    assert np.all(np.isfinite(dense))
+    measured = np.linalg.norm(dense / scale - wn)
+    assert measured == pytest.approx(ref.report.error, rel=max(rel, 1e-9))
