@@ -18,6 +18,7 @@ import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
@@ -54,6 +55,7 @@ __all__ = [
     "device_of",
     "dtype_name",
     "blas_threads_for",
+    "threads_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -246,8 +248,12 @@ _UNSAFE = (2.0**-480, 2.0**480)
 def gram(c: Array) -> Array:
     """``c @ c^H`` of an (m, n) matrix, computed and returned in double precision (float64 or
     complex128) in ``c``'s backend; a real numpy product goes to BLAS ``syrk`` (half the
-    flops of a GEMM). (Upcasting block by block instead of at once was measured slower: the
-    many thin GEMMs lose more than the saved copy.)"""
+    flops of a GEMM).
+
+    Single-precision numpy input is upcast a block of about 2M elements at a time into one
+    reused buffer: measured at 256 x 65536 (2 cores), 215 ms against 332 ms for upcasting
+    the whole matrix first (a 134 MB copy) and then one ``syrk``.
+    """
     if is_torch(c):
         import torch
 
@@ -256,8 +262,29 @@ def gram(c: Array) -> Array:
         if t.dtype != dt:
             t = t.to(dt)
         return t @ t.mH
-    a = _np_double(np.asarray(c))
-    return a @ a.conj().T if a.dtype.kind == "c" else np.dot(a, a.T)
+    a = np.asarray(c)
+    m, n = a.shape
+    cplx = a.dtype.kind == "c"
+    with threads_for(float(m) * m * n):
+        if a.dtype in (np.float64, np.complex128):
+            return a @ a.conj().T if cplx else np.dot(a, a.T)
+        dd = np.dtype(np.complex128 if cplx else np.float64)
+        step = max(256, _GRAM_BLOCK // max(m, 1))
+        if step >= n:
+            x = a.astype(dd)
+            return x @ x.conj().T if cplx else np.dot(x, x.T)
+        g = np.zeros((m, m), dtype=dd)
+        buf = np.empty((m, step), dtype=dd)
+        for j in range(0, n, step):
+            w = min(step, n - j)
+            blk = buf[:, :w]
+            np.copyto(blk, a[:, j : j + w])
+            g += blk @ blk.conj().T if cplx else np.dot(blk, blk.T)
+        return g
+
+
+#: Elements per upcast block of :func:`gram`.
+_GRAM_BLOCK = 1 << 21
 
 
 def residual_sq_norm(c: Array, u: Array, rest: Array) -> float:
@@ -366,7 +393,12 @@ def svd(a: Array) -> tuple[Array, Array, Array]:
     Uses LAPACK's divide-and-conquer driver (gesdd) and falls back to gesvd when it fails to
     converge.
     """
-    u, s, vh = _svd_torch(a) if is_torch(a) else _svd_numpy(np.asarray(a))
+    if is_torch(a):
+        u, s, vh = _svd_torch(a)
+    else:
+        an = np.asarray(a)
+        with threads_for(12.0 * max(an.shape) * min(an.shape) ** 2):
+            u, s, vh = _svd_numpy(an)
     u, vh = _fix_signs(u, vh)
     return u, s, vh
 
@@ -395,7 +427,9 @@ def qr(a: Array) -> tuple[Array, Array]:
         return q * phase[None, :], r * phase.conj()[:, None]
     import scipy.linalg as sla
 
-    qn, rn = sla.qr(np.asarray(a), mode="economic", check_finite=False)
+    an = np.asarray(a)
+    with threads_for(2.0 * an.shape[0] * an.shape[1] * min(an.shape)):
+        qn, rn = sla.qr(an, mode="economic", check_finite=False)
     dn = np.diagonal(rn)
     dn_mag = np.abs(dn)
     ph = np.where(dn_mag > 0, dn / np.where(dn_mag > 0, dn_mag, 1), 1).astype(qn.dtype)
@@ -543,22 +577,51 @@ def _thread_controller() -> Any:
     return ThreadpoolController()
 
 
+#: While a numpy sweep runs with one BLAS thread, the caller's thread count, lent back to
+#: single operations of at least ``BIG_BLAS_FLOPS`` (see :func:`threads_for`).
+_LENT_THREADS: ContextVar[int | None] = ContextVar("tnlm_lent_blas_threads", default=None)
+
+#: Flop count from which one BLAS call gets the caller's threads back during a sweep.
+BIG_BLAS_FLOPS = 1 << 28
+
+
 @contextmanager
 def blas_threads_for(x: Array) -> Iterator[None]:
-    """Run a TT sweep over ``x`` with the BLAS threading that suits its size.
+    """Run a TT sweep over numpy data ``x`` with one BLAS thread, lending the caller's threads
+    back to single large operations (:func:`threads_for`).
 
-    A TT-SVD of a matrix below ``SMALL_BLAS_WORK`` elements is a chain of many mid-sized
-    GEMM/QR/eigh calls on which OpenBLAS's thread start-up and synchronisation cost more than
-    they save: measured on 2 cores (768x768 and 768x3072, bond 64/16/exact), one thread was
-    1.0-5x faster than two, with 5x less spread between repeats; at 4096x4096 two threads win
-    (exact: 2.7 s vs 3.5 s). Torch tensors are left to torch's own thread pool.
+    A TT-SVD is a chain of GEMM/QR/eigh/LU calls, most of them thin or small, on which
+    OpenBLAS's thread start-up and synchronisation cost more than they save. Measured on 2
+    cores: at 768x768 and 768x3072 (bond 64/16/exact) one thread for everything was 1.0-5x
+    faster than two, with 5x less spread between repeats; at 4096x4096 bond 16 two threads
+    made a 1024 x 26 QR take 30 ms instead of 1.5 ms, while the 256 x 65536 Gram matrix
+    (4.3 Gflop) is 1.6x faster on two. Torch tensors are left to torch's own thread pool.
     """
-    size = 1
-    for d in x.shape:
-        size *= int(d)
-    ctl = None if is_torch(x) or size >= SMALL_BLAS_WORK else _thread_controller()
+    ctl = None if is_torch(x) else _thread_controller()
     if ctl is None:
         yield
         return
-    with ctl.limit(limits=1, user_api="blas"):
+    blas = ctl.select(user_api="blas")
+    full = max((lib.num_threads for lib in blas.lib_controllers), default=1)
+    size = 1
+    for d in x.shape:
+        size *= int(d)
+    token = _LENT_THREADS.set(full if full > 1 and size >= SMALL_BLAS_WORK else None)
+    try:
+        with ctl.limit(limits=1, user_api="blas"):
+            yield
+    finally:
+        _LENT_THREADS.reset(token)
+
+
+@contextmanager
+def threads_for(flops: float) -> Iterator[None]:
+    """Inside :func:`blas_threads_for`: the caller's BLAS threads for one operation of
+    ``flops`` >= ``BIG_BLAS_FLOPS``; otherwise (and outside a sweep) nothing changes."""
+    full = _LENT_THREADS.get()
+    ctl = _thread_controller() if full is not None and flops >= BIG_BLAS_FLOPS else None
+    if ctl is None:
+        yield
+        return
+    with ctl.limit(limits=full, user_api="blas"):
         yield

@@ -177,6 +177,10 @@ def _small_svd_of_wide(b: Array) -> tuple[Array, Array, Array]:
 #: Machine epsilon of float64, the precision of every Gram matrix.
 _EPS64 = float(np.finfo(np.float64).eps)
 
+#: Relative accuracy the Gram route guarantees for a reported float64 error before it
+#: measures the residual instead (single precision: its own epsilon).
+TAIL_RTOL = 1e-10
+
 
 def _gram(
     c: Array, cap: int | None, delta: float | None, seed: int, g: Array | None = None
@@ -190,12 +194,13 @@ def _gram(
     already has it.
 
     Accuracy. ``V`` is orthonormal to double precision, so the error committed is exactly
-    ``||C - V_r V_r^H C||_F``. It is reported as ``sqrt(sum_{i >= r} w_i)`` where that sum is
-    known to the input's precision (its uncertainty, about ``8 m eps64 w_1``, is below
-    ``2 eps tail``: float32 input whose cut is not tiny), else measured directly as the
-    residual norm (double-precision input). Kept singular values are the row norms of ``P``
-    (Rayleigh quotients) for double-precision input and ``sqrt(w)`` otherwise; discarded ones
-    are ``sqrt(w)``, accurate to about ``sqrt(8 m eps64) s_1`` in absolute terms. A
+    ``||C - V_r V_r^H C||_F``. It is reported as ``sqrt(sum_{i >= r} w_i)`` where that sum's
+    uncertainty (bounded by ``8 m eps64 w_1``) makes at most a relative ``eps`` (float32
+    input) or ``TAIL_RTOL`` (float64) of the reported error, and is otherwise measured
+    directly as the residual norm ``||C - U P||_F`` in double precision (small cuts). Kept
+    singular values are the row norms of ``P`` (Rayleigh quotients) for double-precision
+    input and ``sqrt(w)`` otherwise; discarded ones are ``sqrt(w)``, accurate to about
+    ``sqrt(8 m eps64) s_1`` in absolute terms. A
     tolerance is met with that uncertainty as margin. Where the split point falls in the
     part of the spectrum the Gram matrix cannot resolve (``w_r < 1e4 m eps64 w_1``), LAPACK's
     SVD is used instead.
@@ -212,7 +217,8 @@ def _gram(
     if 0 < r < m and w[r - 1] < 1e4 * m * _EPS64 * w[0]:
         return _exact_split(c, cap, delta, seed)
     u = B.cast_like(v[:, :r], c)  # (m, r)
-    rest = _herm(u) @ c  # (r, n) = diag(s) vh
+    with B.threads_for(2.0 * r * m * n):
+        rest = _herm(u) @ c  # (r, n) = diag(s) vh
     u, rest = B._fix_signs(u, rest)  # noqa: SLF001 -- the convention of B.svd
     eps = B.real_dtype_eps(c)
     double = eps <= _EPS64
@@ -222,7 +228,7 @@ def _gram(
         u, rest, kept2 = u[:, order.tolist()], rest[order.tolist(), :], kept2[order]
     if r == m:
         err = 0.0
-    elif unc <= 2.0 * eps * tail[r]:
+    elif unc <= 2.0 * max(eps, TAIL_RTOL) * tail[r]:
         err = math.sqrt(tail[r])
     else:
         err = math.sqrt(B.residual_sq_norm(c, u, rest))
@@ -251,12 +257,15 @@ def _randomized_parts(c: Array, cap: int, seed: int) -> tuple[Array, Array, Arra
     ell = min(k + RSVD_OVERSAMPLE, m, n)
     ch = _herm(c)  # (n, m)
     omega = B.randn((n, ell), c, seed)
-    y = c @ omega  # (m, ell)
+    with B.threads_for(2.0 * m * n * ell):
+        y = c @ omega  # (m, ell)
     for _ in range(RSVD_POWER_ITERS):  # LU between products, QR at the end (Halko Sec. 4.5)
-        z = B.lu_basis(ch @ B.lu_basis(y))  # (n, ell)
-        y = c @ z  # (m, ell)
+        with B.threads_for(2.0 * m * n * ell):
+            z = B.lu_basis(ch @ B.lu_basis(y))  # (n, ell)
+            y = c @ z  # (m, ell)
     q, _ = B.qr(y)  # (m, ell) orthonormal
-    b = _herm(q) @ c  # (ell, n)
+    with B.threads_for(2.0 * m * n * ell):
+        b = _herm(q) @ c  # (ell, n)
     ub, s2, p = _small_svd_of_wide(b)  # ub (ell, ell), p = ub^H b, in double precision
     u = q @ B.cast_like(ub[:, :k], q)  # (m, k)
     rest = B.cast_like(p[:k], c)  # (k, n) = u^H c = diag(s) vh

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tnlm
+from tnlm.truncation import TAIL_RTOL
 
 
 def _dims(shape):
@@ -226,7 +227,8 @@ def test_auto_routes_report_the_measured_error_and_match_the_exact_sweep(backend
     auto = tnlm.mpo_decompose(w, shape, caps)
     exact = tnlm.mpo_decompose(w, shape, caps, method="svd")
     norm = np.linalg.norm(wn)
-    slack = tn.atol(dtype, wn.size, norm)
+    # the Gram route reports a float64 error to a relative TAIL_RTOL (or measures it)
+    slack = tn.atol(dtype, wn.size, norm) + TAIL_RTOL * exact.report.error
     measured = np.linalg.norm(backend.to_numpy(auto.to_dense()) - wn)
     assert abs(auto.report.error - measured) <= slack
     assert auto.bond_dims == exact.bond_dims
