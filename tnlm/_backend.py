@@ -514,7 +514,9 @@ def eigh_desc(a: Array) -> tuple[Array, Array]:
         return torch.flip(w, dims=(0,)), torch.flip(v, dims=(1,))
     import scipy.linalg as sla
 
-    w, v = sla.eigh(np.asarray(a), check_finite=False, driver="evd")
+    an = np.asarray(a)
+    with threads_for(9.0 * an.shape[0] ** 3):
+        w, v = sla.eigh(an, check_finite=False, driver="evd")
     return w[::-1], np.ascontiguousarray(v[:, ::-1])
 
 
@@ -526,8 +528,10 @@ def svdvals(a: Array) -> Array:
         return torch.linalg.svdvals(a)
     import scipy.linalg as sla
 
+    an = np.asarray(a)
     try:
-        return sla.svd(np.asarray(a), compute_uv=False, check_finite=False)
+        with threads_for(4.0 * max(an.shape) * min(an.shape) ** 2):
+            return sla.svd(an, compute_uv=False, check_finite=False)
     except (np.linalg.LinAlgError, ValueError):
         log.warning("gesdd did not converge on a %s matrix; retrying with gesvd", a.shape)
         return sla.svd(np.asarray(a), compute_uv=False, check_finite=False, lapack_driver="gesvd")
