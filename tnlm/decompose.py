@@ -105,11 +105,13 @@ def mpo_decompose(
     method : {"auto", "svd", "rsvd"}
         SVD driver per bond: exact LAPACK SVD, randomized SVD (only with a cap and no tol),
         or "auto", which picks per unfolding the fastest route with the exact method's error:
-        the Gram route for wide unfoldings (``C C^H`` diagonalised in double precision, all
+        an identity core where nothing can be cut (the site merges with the next one), the
+        Gram route for wide unfoldings (``C C^H`` diagonalised in double precision, all
         GEMMs), a QR step for tall ones kept at full rank, the randomized SVD where a cap is
-        far below a tall unfolding's size (flop model in ``tnlm.truncation._rsvd_pays``),
-        else LAPACK's SVD. The report's ``method`` per bond says which ("gram", "qr",
-        "rsvd", "svd"); every reported error is the measured one.
+        far below the unfolding's size (flop model in ``tnlm.truncation._rsvd_pays``), else
+        LAPACK's SVD. The report's ``method`` per bond says which ("identity", "gram", "qr",
+        "rsvd", "svd"); every reported error is the committed one (see docs/theory.md,
+        Section 3a, for its accuracy).
     seed : int
         Seed of the randomized SVD (results are deterministic for a given seed).
 
