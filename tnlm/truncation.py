@@ -377,10 +377,10 @@ _METHODS: dict[str, Callable[..., tuple[Any, ...]]] = {
     "auto": _auto,
 }
 
+#: The fixed-driver splits; "auto" goes through :func:`_auto_split` (it also takes the Gram).
 _SPLITS: dict[str, Callable[..., tuple[Any, ...]]] = {
     "svd": _exact_split,
     "rsvd": _randomized_split,
-    "auto": _auto_split,
 }
 
 

@@ -8,7 +8,7 @@ import torch
 
 from .config import MPOBertConfig
 
-__all__ = ["tiny_config", "random_batch"]
+__all__ = ["tiny_config", "tiny_model_settings", "random_batch"]
 
 
 def tiny_config(**overrides: Any) -> MPOBertConfig:
@@ -33,6 +33,28 @@ def tiny_config(**overrides: Any) -> MPOBertConfig:
     )
     base.update(overrides)
     return MPOBertConfig(**base)
+
+
+def tiny_model_settings(**overrides: Any) -> dict[str, Any]:
+    """The ``model`` section of a training config for a tiny MPOBERT (hidden 16, 2 layers,
+    2 cores; the vocabulary size comes from the tokenizer), as the trainer tests use it.
+
+    Examples
+    --------
+    >>> tiny_model_settings(num_cores=3)["num_cores"]
+    3
+    """
+    base: dict[str, Any] = dict(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_cores=2,
+        adapter_size=2,
+    )
+    base.update(overrides)
+    return base
 
 
 def random_batch(

@@ -11,6 +11,7 @@ import torch
 
 from tnlm_models import MPOBertConfig, MPOBertForMaskedLM
 from tnlm_models.data import default_corpus
+from tnlm_models.testing import tiny_model_settings
 from tnlm_models.tokenization import WordPieceTokenizer
 from tnlm_models.train import (
     TrainConfig,
@@ -24,15 +25,7 @@ from tnlm_models.train import (
 )
 from tnlm_models.train import checkpoint as ckpt_module
 
-TINY = {
-    "hidden_size": 16,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "max_position_embeddings": 32,
-    "num_cores": 2,
-    "adapter_size": 2,
-}
+TINY = tiny_model_settings()
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,12 @@ import torch
 
 from tnlm_models import MPOBertForMaskedLM
 from tnlm_models.data import default_corpus
+from tnlm_models.testing import tiny_model_settings
 from tnlm_models.tokenization import WordPieceTokenizer
 from tnlm_models.train import train
 
-TINY = {
-    "hidden_size": 16,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 32,
-    "max_position_embeddings": 32,
-    "num_cores": 2,
-    "adapter_size": 2,
-    "hidden_dropout_prob": 0.0,  # dropout streams differ per process; nothing else may
-    "attention_probs_dropout_prob": 0.0,
-}
+# dropout streams differ per process; nothing else may
+TINY = tiny_model_settings(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 REPO = Path(__file__).resolve().parents[2]
 
 
