@@ -94,7 +94,8 @@ def test_reported_error_is_the_measured_error(backend, dtype, tn, data):
     rep = mpo.report
     norm = np.linalg.norm(wn)
     measured = np.linalg.norm(backend.to_numpy(mpo.to_dense()) - wn)
-    assert abs(rep.error - measured) <= tn.atol(dtype, wn.size, norm)
+    # rounding of the measurement itself grows with the number of cores multiplied
+    assert abs(rep.error - measured) <= tn.atol(dtype, wn.size, norm, c=10.0 * n)
     assert rep.relative_error == pytest.approx(rep.error / rep.norm)
     assert rep.error == pytest.approx(math.sqrt(sum(e * e for e in rep.bond_errors)))
 
@@ -345,7 +346,8 @@ def test_tt_decompose_properties(backend, dtype, tn, data):
     )
     tnp = backend.to_numpy(t)
     norm = np.linalg.norm(tnp)
-    slack = tn.atol(dtype, tnp.size, norm)
+    # rounding of a reconstruction grows with the number of cores multiplied
+    slack = tn.atol(dtype, tnp.size, norm, c=10.0 * n)
 
     exact = tnlm.tt_decompose(t)
     assert exact.dims == dims and exact.shape == dims and len(exact) == n
