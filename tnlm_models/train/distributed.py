@@ -47,11 +47,26 @@ class DistEnv:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def close(self) -> None:
-        """Leave the process group if this object created it."""
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self.owns_group = False
+    def close(self, *, clean: bool = True) -> None:
+        """Leave the process group if this object created it.
+
+        ``clean=True`` (the run ended normally): every process first meets at a barrier, so
+        that none closes its connections while a peer still exchanges data with it, then the
+        group is destroyed and its communication threads joined.
+
+        ``clean=False`` (the run is ending with an exception): nothing is exchanged and the
+        group is left as it is. A peer may be blocked in a collective, and a barrier or the
+        group's destructor would then wait for the full timeout; the launcher (``torchrun``)
+        ends the other processes. ``torch.distributed`` stays initialised in this process.
+        """
+        if not (self.owns_group and dist.is_initialized()):
+            return
+        self.owns_group = False
+        if not clean:
+            logger.debug("rank %d: process group left to the launcher after an error", self.rank)
+            return
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -88,6 +103,14 @@ def setup_distributed(device: str = "auto") -> DistEnv:
     owns = False
     if not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
+        # DistributedDataParallel imports torch.distributed.nn.functional on first use, whose
+        # functions take ``group=group.WORLD`` as a default argument. Imported after
+        # init_process_group, those defaults hold the live default group, so
+        # destroy_process_group cannot free it: its threads then outlive the run and the group
+        # is destructed during interpreter shutdown, which can abort the process ("terminate
+        # called without an active exception"). Imported first, the defaults are None.
+        import torch.distributed.nn.functional  # noqa: F401
+
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group(backend=backend)

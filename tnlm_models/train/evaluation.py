@@ -163,6 +163,9 @@ def evaluate(
             )
         _check_model(model, cfg, tok, 1 if cfg.regression else len(label_list or [0, 0]))
         model.to(env.device)
-        return evaluate_model(model, valid, cfg, tok, env)
-    finally:
-        env.close()
+        metrics = evaluate_model(model, valid, cfg, tok, env)
+    except BaseException:
+        env.close(clean=False)
+        raise
+    env.close()
+    return metrics

@@ -172,9 +172,12 @@ def train(
     cfg = _apply_data_arg(_as_config(config, overrides), data)
     env = setup_distributed(cfg.device)
     try:
-        return _train(model_or_config, cfg, env, callbacks)
-    finally:
-        env.close()
+        result = _train(model_or_config, cfg, env, callbacks)
+    except BaseException:
+        env.close(clean=False)
+        raise
+    env.close()
+    return result
 
 
 def _new_window() -> dict[str, float]:
