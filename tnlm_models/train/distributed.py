@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "all_reduce_sum",
     "barrier",
     "broadcast_object",
+    "distributed_run",
     "setup_distributed",
 ]
 
@@ -117,6 +120,22 @@ def setup_distributed(device: str = "auto") -> DistEnv:
         owns = True
         logger.info("rank %d/%d joined the %s process group", rank, world, backend)
     return DistEnv(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns_group=owns)
+
+
+@contextmanager
+def distributed_run(device: str = "auto") -> Iterator[DistEnv]:
+    """:func:`setup_distributed` for the length of a ``with`` block.
+
+    On a normal exit the group this created is closed cleanly (barrier, then destroyed); on an
+    exception it is left to the launcher (see :meth:`DistEnv.close`).
+    """
+    env = setup_distributed(device)
+    try:
+        yield env
+    except BaseException:
+        env.close(clean=False)
+        raise
+    env.close()
 
 
 def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:

@@ -29,7 +29,7 @@ from ._support import (
 )
 from .checkpoint import resolve_checkpoint
 from .config import TrainConfig
-from .distributed import DistEnv, all_reduce_sum, setup_distributed
+from .distributed import DistEnv, all_reduce_sum, distributed_run
 
 __all__ = ["evaluate", "evaluate_model"]
 
@@ -142,8 +142,7 @@ def evaluate(
     )
     if data is not None:
         cfg = cfg.replace(valid_data=_paths(data, "data"))
-    env = setup_distributed(cfg.device)
-    try:
+    with distributed_run(cfg.device) as env:
         tok = WordPieceTokenizer.load(ckpt)
         raw = _read_raw(cfg, for_eval_only=True)
         label_list = state.get("label_list") if cfg.task == "finetune" else None
@@ -163,9 +162,4 @@ def evaluate(
             )
         _check_model(model, cfg, tok, 1 if cfg.regression else len(label_list or [0, 0]))
         model.to(env.device)
-        metrics = evaluate_model(model, valid, cfg, tok, env)
-    except BaseException:
-        env.close(clean=False)
-        raise
-    env.close()
-    return metrics
+        return evaluate_model(model, valid, cfg, tok, env)

@@ -69,7 +69,7 @@ from .distributed import (
     all_reduce_sum,
     barrier,
     broadcast_object,
-    setup_distributed,
+    distributed_run,
 )
 from .evaluation import evaluate_model
 from .optim import build_optimizer
@@ -170,14 +170,8 @@ def train(
     >>> result = train(max_steps=20, progress=False)  # doctest: +SKIP
     """
     cfg = _apply_data_arg(_as_config(config, overrides), data)
-    env = setup_distributed(cfg.device)
-    try:
-        result = _train(model_or_config, cfg, env, callbacks)
-    except BaseException:
-        env.close(clean=False)
-        raise
-    env.close()
-    return result
+    with distributed_run(cfg.device) as env:
+        return _train(model_or_config, cfg, env, callbacks)
 
 
 def _new_window() -> dict[str, float]:
