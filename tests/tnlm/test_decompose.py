@@ -217,7 +217,7 @@ def test_auto_picks_randomized_svd_on_a_large_unfolding(backend, tn):
 
 @given(data=st.data())
 def test_auto_routes_report_the_measured_error_and_match_the_exact_sweep(backend, dtype, tn, data):
-    """"auto" (identity / Gram / QR / randomized routes): the reported error is the measured
+    """Method "auto" (identity / Gram / QR / randomized routes): the reported error is the measured
     one, per bond and in total, and the result is within 1.02x of LAPACK's sweep (equal where
     no bond took the randomized route)."""
     shape = data.draw(tn.mpo_shapes(min_cores=2), label="shape")
