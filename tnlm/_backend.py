@@ -53,6 +53,8 @@ __all__ = [
     "compute_dtype_of",
     "all_finite",
     "device_of",
+    "requires_grad",
+    "stop_gradient",
     "dtype_name",
     "blas_threads_for",
     "threads_for",
@@ -78,6 +80,16 @@ def to_numpy(x: Array) -> np.ndarray:
             t = t.float()
         return t.numpy()
     return np.asarray(x)
+
+
+def requires_grad(x: Array) -> bool:
+    """Whether autograd records operations on ``x`` (torch tensors that require grad)."""
+    return bool(getattr(x, "requires_grad", False))
+
+
+def stop_gradient(x: Array) -> Array:
+    """``x`` without autograd history (torch: ``detach()``; other backends: ``x``)."""
+    return x.detach() if is_torch(x) else x
 
 
 def device_of(x: Array) -> Any:
@@ -342,6 +354,8 @@ def _svd_numpy(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _svd_torch(a: Any) -> tuple[Any, Any, Any]:
     import torch
 
+    if a.requires_grad:
+        return _safe_linalg()[0].apply(a)  # type: ignore[no-any-return]
     try:
         return torch.linalg.svd(a, full_matrices=False)
     except RuntimeError:  # torch.linalg.LinAlgError subclasses RuntimeError
@@ -354,6 +368,104 @@ def _svd_torch(a: Any) -> tuple[Any, Any, Any]:
             torch.as_tensor(s, device=a.device),
             torch.as_tensor(vh, device=a.device),
         )
+
+
+def _guarded_inverse(x: Any, scale: Any, eps: float) -> Any:
+    """``1 / x`` for a tensor ``x`` of magnitude ``scale`` at most, broadened where ``|x|`` is
+    near rounding level: ``x / (x**2 + (eps scale)**2)`` (computed on ``x / scale``, so no
+    square over- or underflows). Exactly 0 where ``x`` is 0 (also when ``scale`` is 0)."""
+    import torch
+
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    xn = x / safe
+    return torch.where(scale > 0, xn / (xn * xn + eps * eps) / safe, torch.zeros_like(x))
+
+
+@lru_cache(maxsize=1)
+def _safe_linalg() -> tuple[Any, Any]:
+    """torch autograd functions for the SVD and the Hermitian eigen-decomposition whose
+    backward passes stay finite at degenerate spectra (equal or zero singular values,
+    repeated eigenvalues), where torch's own backward returns NaN or Inf.
+
+    The backward formulas are the usual ones (Townsend 2016; Wan and Zhang 2019) with every
+    ``1 / (s_j**2 - s_i**2)``, ``1 / s_i`` and ``1 / (w_j - w_i)`` replaced by the guarded
+    inverse of :func:`_guarded_inverse`, broadened by the dtype's epsilon relative to the
+    largest singular value (eigenvalue). Away from degeneracies (gaps and singular values
+    above ``eps * s_max``) they agree with the exact derivative to rounding; at a degeneracy
+    the derivative does not exist and the guarded one drops the ill-defined rotation inside
+    the degenerate subspace (a finite, bounded choice, as in Liao et al. 2019).
+
+    References
+    ----------
+    J. Townsend, "Differentiating the Singular Value Decomposition", 2016.
+    H.-J. Liao, J.-G. Liu, L. Wang, T. Xiang, "Differentiable Programming Tensor Networks",
+    Phys. Rev. X 9, 031041, 2019.
+    """
+    import torch
+
+    def herm(x: Any) -> Any:
+        return x.mH
+
+    class SafeSVD(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, a: Any) -> Any:  # type: ignore[override]
+            u, s, vh = torch.linalg.svd(a, full_matrices=False)
+            ctx.save_for_backward(u, s, vh)
+            return u, s, vh
+
+        @staticmethod
+        def backward(ctx: Any, gu: Any, gs: Any, gvh: Any) -> Any:  # type: ignore[override]
+            u, s, vh = ctx.saved_tensors
+            v = herm(vh)  # (n, k)
+            eps = float(torch.finfo(s.dtype).eps)
+            smax = s.max() if s.numel() else s.new_zeros(())
+            s2 = s * s
+            f = _guarded_inverse(s2[None, :] - s2[:, None], smax * smax, eps)  # (k, k)
+            f.fill_diagonal_(0.0)
+            sinv = _guarded_inverse(s, smax, eps)  # (k,)
+            inner = torch.zeros((s.shape[0], s.shape[0]), dtype=u.dtype, device=u.device)
+            if gs is not None:
+                inner = inner + torch.diag(gs).to(u.dtype)
+            if gu is not None:
+                uhgu = herm(u) @ gu  # (k, k)
+                j = f * uhgu
+                inner = inner + (j + herm(j)) * s[None, :]
+                if u.dtype.is_complex:
+                    inner = inner + torch.diag(1j * uhgu.diagonal().imag * sinv)
+            if gvh is not None:
+                gv = herm(gvh)  # (n, k)
+                k_ = f * (vh @ gv)
+                inner = inner + s[:, None] * (k_ + herm(k_))
+            ga = u @ inner @ vh  # (m, n)
+            if gu is not None and u.shape[0] > u.shape[1]:
+                ga = ga + ((gu - u @ (herm(u) @ gu)) * sinv[None, :]) @ vh
+            if gvh is not None and v.shape[0] > v.shape[1]:
+                gv = herm(gvh)
+                ga = ga + u @ (herm(gv - v @ (vh @ gv)) * sinv[:, None])
+            return ga
+
+    class SafeEigh(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, a: Any) -> Any:  # type: ignore[override]
+            w, v = torch.linalg.eigh(a)
+            ctx.save_for_backward(w, v)
+            return w, v
+
+        @staticmethod
+        def backward(ctx: Any, gw: Any, gv: Any) -> Any:  # type: ignore[override]
+            w, v = ctx.saved_tensors
+            eps = float(torch.finfo(w.dtype).eps)
+            wmax = w.abs().max() if w.numel() else w.new_zeros(())
+            inner = torch.zeros((w.shape[0], w.shape[0]), dtype=v.dtype, device=v.device)
+            if gv is not None:
+                f = _guarded_inverse(w[None, :] - w[:, None], wmax, eps)  # (m, m)
+                f.fill_diagonal_(0.0)
+                inner = inner + f * (herm(v) @ gv)
+            if gw is not None:
+                inner = inner + torch.diag(gw).to(v.dtype)
+            return v @ inner @ herm(v)
+
+    return SafeSVD, SafeEigh
 
 
 def _fix_signs(u: Array, vh: Array) -> tuple[Array, Array]:
@@ -513,7 +625,7 @@ def eigh_desc(a: Array) -> tuple[Array, Array]:
     if is_torch(a):
         import torch
 
-        w, v = torch.linalg.eigh(a)
+        w, v = _safe_linalg()[1].apply(a) if a.requires_grad else torch.linalg.eigh(a)
         return torch.flip(w, dims=(0,)), torch.flip(v, dims=(1,))
     import scipy.linalg as sla
 

@@ -255,14 +255,17 @@ def _randomized_parts(c: Array, cap: int, seed: int) -> tuple[Array, Array, Arra
     m, n = c.shape
     k = min(cap, m, n)
     ell = min(k + RSVD_OVERSAMPLE, m, n)
-    ch = _herm(c)  # (n, m)
+    # the sampled basis q is a constant for autograd (the LU and QR of a rank-deficient
+    # sketch have no finite derivative); gradients flow through b = q^H c and its SVD
+    cd = B.stop_gradient(c)
+    ch = _herm(cd)  # (n, m)
     omega = B.randn((n, ell), c, seed)
     with B.threads_for(2.0 * m * n * ell):
-        y = c @ omega  # (m, ell)
+        y = cd @ omega  # (m, ell)
     for _ in range(RSVD_POWER_ITERS):  # LU between products, QR at the end (Halko Sec. 4.5)
         with B.threads_for(2.0 * m * n * ell):
             z = B.lu_basis(ch @ B.lu_basis(y))  # (n, ell)
-            y = c @ z  # (m, ell)
+            y = cd @ z  # (m, ell)
     q, _ = B.qr(y)  # (m, ell) orthonormal
     with B.threads_for(2.0 * m * n * ell):
         b = _herm(q) @ c  # (ell, n)
@@ -350,6 +353,8 @@ def _auto_split(
 ) -> tuple[Any, ...]:
     m, n = c.shape
     route = split_route(m, n, cap, delta, "auto")
+    if route == "rsvd" and B.requires_grad(c):  # exact gradients need the exact split
+        route = "gram" if m <= n else "svd"
     if route == "rsvd":
         return _randomized_split(c, cap, delta, seed)
     if route in ("gram", "identity"):
@@ -367,7 +372,8 @@ def _exact_split(c: Array, cap: int | None, delta: float | None, seed: int) -> t
 def _auto(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
     m, n = c.shape
     if cap is not None and delta is None and cap < min(m, n) and _rsvd_pays(m, n, cap, c):
-        return _randomized(c, cap, delta, seed)
+        if not B.requires_grad(c):  # exact gradients need the exact SVD
+            return _randomized(c, cap, delta, seed)
     return _exact(c, cap, delta, seed)
 
 
