@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+
+from ._fields import Bounds, check_fields
 
 __all__ = [
     "MPOBertConfig",
@@ -22,6 +27,7 @@ __all__ = [
     "FORWARD_MODES",
     "HIDDEN_ACTS",
     "auto_factorize",
+    "check_factorization",
 ]
 
 #: The six matrices of a transformer layer, in the order they are applied.
@@ -43,6 +49,36 @@ INIT_SCHEMES: tuple[str, ...] = ("normal", "depth_scaled")
 FORWARD_MODES: tuple[str, ...] = ("auto", "dense", "cores")
 HIDDEN_ACTS: tuple[str, ...] = ("gelu", "gelu_new", "relu", "tanh")
 
+_POSITIVE = Bounds(1)
+_PROBABILITY = Bounds(0, 1, hi_open=True)
+#: Numeric ranges of ``MPOBertConfig`` fields (types come from the annotations).
+_BOUNDS: dict[str, Bounds] = {
+    **dict.fromkeys(
+        (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+            "num_labels",
+            "num_cores",
+            "embedding_size",
+            "bond_dim",
+        ),
+        _POSITIVE,
+    ),
+    **dict.fromkeys(
+        ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"),
+        _PROBABILITY,
+    ),
+    "pad_token_id": Bounds(0),
+    "adapter_size": Bounds(0),
+    "initializer_range": Bounds(0, lo_open=True),
+    "layer_norm_eps": Bounds(0, lo_open=True),
+}
+
 
 def auto_factorize(dim: int, n: int) -> tuple[int, ...]:
     """The balanced factorisation of ``dim`` into ``n`` factors that tnlm uses.
@@ -57,6 +93,99 @@ def auto_factorize(dim: int, n: int) -> tuple[int, ...]:
     import tnlm
 
     return tuple(int(f) for f in tnlm.factorize(dim, n))
+
+
+def _int_factors(dims: Any, what: str) -> tuple[int, ...]:
+    """``dims`` as a tuple of ints >= 1 (numpy ints accepted; floats and bools refused)."""
+    if isinstance(dims, np.ndarray) and dims.ndim == 1:
+        dims = dims.tolist()
+    if (
+        isinstance(dims, str | bytes)
+        or not isinstance(dims, Sequence)
+        or not dims
+        or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims)
+    ):
+        raise TypeError(f"{what} must be a non-empty sequence of ints, got {dims!r}")
+    out = tuple(int(d) for d in dims)
+    if min(out) < 1:
+        raise ValueError(f"{what} must hold ints >= 1, got {out}")
+    return out
+
+
+def _trivial_cores(out_dims: Sequence[int], in_dims: Sequence[int]) -> list[int]:
+    """Indices of cores with ``out_k == in_k == 1`` in an MPO of two or more cores."""
+    if len(out_dims) < 2:
+        return []
+    return [k for k, (o, i) in enumerate(zip(out_dims, in_dims)) if o == 1 and i == 1]
+
+
+def check_factorization(
+    out_dims: Any, in_dims: Any, what: str = "factorization"
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Check the factors of an MPO matrix; return them as two tuples of int.
+
+    Each side is a non-empty sequence of ints >= 1, both sides have the same length ``n``,
+    and when ``n >= 2`` every core has a leg larger than 1: a core with
+    ``out_k == in_k == 1`` would only multiply two bonds (parameters without structure).
+    That rule also bounds ``n``: a matrix with ``p`` prime factors on its larger side has at
+    most ``p`` useful cores. Products are checked by the caller, which knows the shape.
+
+    Raises
+    ------
+    TypeError
+        If a side is not a sequence of ints (``8.9``, ``True`` and strings are refused).
+    ValueError
+        If a factor is < 1, the lengths differ, or a core is trivial.
+
+    Examples
+    --------
+    >>> check_factorization((4, 2), (2, 4))
+    ((4, 2), (2, 4))
+    >>> check_factorization((4, 1, 2), (2, 1, 4))
+    Traceback (most recent call last):
+    ...
+    ValueError: factorization (4, 1, 2) x (2, 1, 4): core 1 has out_1 = in_1 = 1; ...
+    """
+    out = _int_factors(out_dims, f"{what} out_dims")
+    inn = _int_factors(in_dims, f"{what} in_dims")
+    if len(out) != len(inn):
+        raise ValueError(
+            f"{what} out_dims {out} and in_dims {inn} must have the same number of factors"
+        )
+    bad = _trivial_cores(out, inn)
+    if bad:
+        k = bad[0]
+        raise ValueError(
+            f"{what} {out} x {inn}: core {k} has out_{k} = in_{k} = 1; every core needs a leg "
+            "larger than 1 (use fewer cores)"
+        )
+    return out, inn
+
+
+def _normalise_factorizations(value: dict[str, Any], num_cores: int) -> dict[str, Any]:
+    """``{matrix: (out_dims, in_dims)}`` with tuples of ints, each of ``num_cores`` factors."""
+    out: dict[str, Any] = {}
+    for m, pair in value.items():
+        if m not in MATRIX_NAMES:
+            raise ValueError(
+                f"unknown matrix {m!r} in factorizations; expected names from "
+                f"{', '.join(MATRIX_NAMES)}"
+            )
+        if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise TypeError(
+                f"factorizations[{m!r}] must be a pair (out_dims, in_dims), got {pair!r}"
+            )
+        sides = []
+        for side, dims in zip(("out", "in"), pair):
+            dims = _int_factors(dims, f"factorizations[{m!r}] {side}_dims")
+            if len(dims) != num_cores:
+                raise ValueError(
+                    f"factorizations[{m!r}] {side}_dims {dims} has {len(dims)} factors, "
+                    f"expected num_cores={num_cores}"
+                )
+            sides.append(dims)
+        out[m] = (sides[0], sides[1])
+    return out
 
 
 @dataclass
@@ -125,83 +254,34 @@ class MPOBertConfig:
     forward_mode: str = "auto"
 
     def __post_init__(self) -> None:
-        self.mpo_matrices = tuple(self.mpo_matrices)
-        fz: dict[str, Any] = {}
-        if not isinstance(self.factorizations, Mapping):
-            raise TypeError(
-                "factorizations must be a dict {matrix_name: (out_dims, in_dims)}, got "
-                f"{type(self.factorizations).__name__}"
-            )
-        for k, v in self.factorizations.items():
-            fz[k] = (tuple(int(d) for d in v[0]), tuple(int(d) for d in v[1]))
-        self.factorizations = fz
         self.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Check every field; raise ``ValueError``/``TypeError`` naming the bad one."""
-        positive = (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-            "num_labels",
-            "num_cores",
-        )
-        for name in positive:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if self.embedding_size is not None and (
-            not isinstance(self.embedding_size, int) or self.embedding_size < 1
-        ):
-            raise ValueError(
-                f"embedding_size must be None or a positive int, got {self.embedding_size!r}"
-            )
+        """Check every field; raise ``ValueError``/``TypeError`` naming the bad one.
+
+        Types and numeric ranges are checked from the field annotations and ``_BOUNDS``
+        (``tnlm_models._fields``); the rest are rules between fields.
+        """
+        check_fields(self, _BOUNDS, "MPOBertConfig field")
+        self.factorizations = _normalise_factorizations(self.factorizations, self.num_cores)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"num_attention_heads={self.num_attention_heads} does not divide "
                 f"hidden_size={self.hidden_size}"
             )
-        if not 0 <= self.pad_token_id < self.vocab_size:
+        if self.pad_token_id >= self.vocab_size:
             raise ValueError(
                 f"pad_token_id={self.pad_token_id} outside the vocabulary [0, {self.vocab_size})"
             )
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
-        if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
-            raise ValueError(
-                f"classifier_dropout must be None or in [0, 1), got {self.classifier_dropout!r}"
-            )
-        if self.hidden_act not in HIDDEN_ACTS:
-            raise ValueError(
-                f"unknown hidden_act {self.hidden_act!r}; expected one of {', '.join(HIDDEN_ACTS)}"
-            )
-        if self.sharing not in SHARING_MODES:
-            raise ValueError(
-                f"unknown sharing mode {self.sharing!r}; expected one of {', '.join(SHARING_MODES)}"
-            )
-        if self.init_scheme not in INIT_SCHEMES:
-            raise ValueError(
-                f"unknown init_scheme {self.init_scheme!r}; expected one of "
-                f"{', '.join(INIT_SCHEMES)}"
-            )
-        if self.forward_mode not in FORWARD_MODES:
-            raise ValueError(
-                f"unknown forward_mode {self.forward_mode!r}; expected one of "
-                f"{', '.join(FORWARD_MODES)}"
-            )
-        if self.bond_dim is not None and (not isinstance(self.bond_dim, int) or self.bond_dim < 1):
-            raise ValueError(f"bond_dim must be None or an int >= 1, got {self.bond_dim!r}")
-        if not isinstance(self.adapter_size, int) or self.adapter_size < 0:
-            raise ValueError(f"adapter_size must be an int >= 0, got {self.adapter_size!r}")
-        if self.initializer_range <= 0:
-            raise ValueError(f"initializer_range must be > 0, got {self.initializer_range!r}")
+        for name, value, options in (
+            ("hidden_act", self.hidden_act, HIDDEN_ACTS),
+            ("sharing mode", self.sharing, SHARING_MODES),
+            ("init_scheme", self.init_scheme, INIT_SCHEMES),
+            ("forward_mode", self.forward_mode, FORWARD_MODES),
+        ):
+            if value not in options:
+                raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(options)}")
         for m in self.mpo_matrices:
             if m not in MATRIX_NAMES:
                 raise ValueError(
@@ -213,25 +293,40 @@ class MPOBertConfig:
                 "sharing='central' needs at least one MPO matrix (mpo_matrices is empty); "
                 "use sharing='none' or 'all' for a dense model"
             )
-        for m, fac in self.factorizations.items():
-            if m not in MATRIX_NAMES:
+        for m in MATRIX_NAMES:
+            if m in self.factorizations:
+                self._check_explicit_factorization(m)
+            elif m in self.mpo_matrices:
+                self._check_auto_factorization(m)
+
+    def _check_explicit_factorization(self, m: str) -> None:
+        out_dims, in_dims = self.factorizations[m]
+        check_factorization(out_dims, in_dims, f"factorizations[{m!r}]")
+        for side, dims, full in zip(("out", "in"), (out_dims, in_dims), self.matrix_shape(m)):
+            if math.prod(dims) != full:
                 raise ValueError(
-                    f"unknown matrix {m!r} in factorizations; expected names from "
-                    f"{', '.join(MATRIX_NAMES)}"
+                    f"factorizations[{m!r}] {side}_dims {dims} multiply to "
+                    f"{math.prod(dims)}, expected {side}_features={full}"
                 )
-            out_f, in_f = self.matrix_shape(m)
-            out_dims, in_dims = fac
-            for side, dims, full in (("out", out_dims, out_f), ("in", in_dims, in_f)):
-                if len(dims) != self.num_cores:
-                    raise ValueError(
-                        f"factorizations[{m!r}] {side}_dims {dims} has {len(dims)} factors, "
-                        f"expected num_cores={self.num_cores}"
-                    )
-                if math.prod(dims) != full or min(dims) < 1:
-                    raise ValueError(
-                        f"factorizations[{m!r}] {side}_dims {dims} multiply to "
-                        f"{math.prod(dims)}, expected {side}_features={full}"
-                    )
+
+    def _check_auto_factorization(self, m: str) -> None:
+        """``num_cores`` must give every core of matrix ``m`` a leg larger than one."""
+        out_f, in_f = self.matrix_shape(m)
+        n = self.num_cores
+        out_dims, in_dims = auto_factorize(out_f, n), auto_factorize(in_f, n)
+        if not _trivial_cores(out_dims, in_dims):
+            return
+        fits = [
+            k
+            for k in range(1, n)
+            if not _trivial_cores(auto_factorize(out_f, k), auto_factorize(in_f, k))
+        ]
+        limit = max(fits)
+        raise ValueError(
+            f"num_cores={n} is too many for the {out_f} x {in_f} matrix {m!r}: its factors "
+            f"{out_dims} x {in_dims} leave cores with no leg larger than 1 (they would add "
+            f"parameters and no structure); use num_cores <= {limit} or give factorizations"
+        )
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -293,14 +388,7 @@ class MPOBertConfig:
             raise ValueError(
                 f"unknown MPOBertConfig keys {unknown}; valid keys are {', '.join(names)}"
             )
-        kw = dict(d)
-        if "mpo_matrices" in kw:
-            kw["mpo_matrices"] = tuple(kw["mpo_matrices"])
-        if "factorizations" in kw:
-            kw["factorizations"] = {
-                k: (tuple(v[0]), tuple(v[1])) for k, v in dict(kw["factorizations"]).items()
-            }
-        return cls(**kw)
+        return cls(**d)
 
     def replace(self, **changes: Any) -> MPOBertConfig:
         """A copy with some fields changed (validated)."""

@@ -413,7 +413,11 @@ def from_bert(
             "num_attention_heads cannot be inferred from a state dict; pass "
             "num_attention_heads=... (or a source with a config)"
         )
-    kw["num_hidden_layers"] = num_hidden_layers or bert_kw["num_hidden_layers"] or src_layers
+    kw["num_hidden_layers"] = (
+        num_hidden_layers
+        if num_hidden_layers is not None
+        else bert_kw["num_hidden_layers"] or src_layers
+    )
     config = MPOBertConfig(**kw)
     if config.hidden_size != bert_kw["hidden_size"]:
         raise ValueError(

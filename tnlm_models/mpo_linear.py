@@ -27,17 +27,17 @@ import math
 from collections.abc import Sequence
 from typing import Any, cast
 
+import opt_einsum as oe
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import tnlm
 
-from .config import FORWARD_MODES, auto_factorize
+from ._fields import Bounds, check_value
+from .config import FORWARD_MODES, auto_factorize, check_factorization
 
 __all__ = ["MPOLinear", "full_bond_dims", "rebuild_weights"]
-
-_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def full_bond_dims(
@@ -149,24 +149,29 @@ class MPOLinear(nn.Module):
             raise ValueError(
                 f"unknown forward_mode {forward_mode!r}; expected one of {', '.join(FORWARD_MODES)}"
             )
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
-        out_dims = (
-            tuple(out_dims) if out_dims is not None else auto_factorize(out_features, num_cores)
-        )
-        in_dims = tuple(in_dims) if in_dims is not None else auto_factorize(in_features, num_cores)
-        if len(out_dims) != len(in_dims):
-            raise ValueError(
-                f"out_dims {out_dims} and in_dims {in_dims} must have the same number of factors"
+        in_features, out_features, num_cores, adapter_size = (
+            check_value(name, value, int, "MPOLinear argument", Bounds(low))
+            for name, value, low in (
+                ("in_features", in_features, 1),
+                ("out_features", out_features, 1),
+                ("num_cores", num_cores, 1),
+                ("adapter_size", adapter_size, 0),
             )
+        )
+        bond_dim = check_value("bond_dim", bond_dim, int | None, "MPOLinear argument", Bounds(1))
+        self.in_features = in_features
+        self.out_features = out_features
+        out_dims, in_dims = check_factorization(
+            out_dims if out_dims is not None else auto_factorize(self.out_features, num_cores),
+            in_dims if in_dims is not None else auto_factorize(self.in_features, num_cores),
+            "MPOLinear factorisation",
+        )
         if math.prod(out_dims) != out_features or math.prod(in_dims) != in_features:
             raise ValueError(
                 f"factorisation ({out_dims}, {in_dims}) multiplies to "
                 f"({math.prod(out_dims)}, {math.prod(in_dims)}), expected "
                 f"(out_features={out_features}, in_features={in_features})"
             )
-        if bond_dim is not None and bond_dim < 1:
-            raise ValueError(f"bond_dim must be None or >= 1, got {bond_dim!r}")
         self.out_dims, self.in_dims = out_dims, in_dims
         self.num_cores = len(out_dims)
         self.central_index = self.num_cores // 2
@@ -187,8 +192,6 @@ class MPOLinear(nn.Module):
                 self.register_parameter(self.core_name(k), p)
         self.bias = nn.Parameter(torch.zeros(out_features, **factory)) if bias else None
         self.adapter_size = int(adapter_size)
-        if self.adapter_size < 0:
-            raise ValueError(f"adapter_size must be >= 0, got {adapter_size!r}")
         self.adapter_down: nn.Parameter | None = None
         self.adapter_up: nn.Parameter | None = None
         if self.adapter_size:
@@ -308,17 +311,23 @@ class MPOLinear(nn.Module):
             getattr(self, self.core_name(k)).copy_(t)
 
     # ------------------------------------------------------------------ contraction plans
-    def _core_terms(self) -> tuple[list[str], str, str]:
+    def _core_terms(self) -> tuple[list[str], str, str, str]:
+        """Einsum terms of the cores, the output legs, the input legs and the batch symbol.
+
+        Symbols come from ``opt_einsum.get_symbol``, so any number of cores gets distinct
+        indices (bonds ``0..n``, outputs ``n+1..2n``, inputs ``2n+1..3n``, batch ``3n+1``).
+        """
         n = self.num_cores
-        bonds = _LETTERS[: n + 1]
-        outs = _LETTERS[n + 1 : 2 * n + 1]
-        ins = _LETTERS[2 * n + 1 : 3 * n + 1]
+        bonds = [oe.get_symbol(k) for k in range(n + 1)]
+        outs = "".join(oe.get_symbol(n + 1 + k) for k in range(n))
+        ins = "".join(oe.get_symbol(2 * n + 1 + k) for k in range(n))
+        batch = oe.get_symbol(3 * n + 1)
         terms = [bonds[k] + outs[k] + ins[k] + bonds[k + 1] for k in range(n)]
-        return terms, outs, ins
+        return terms, outs, ins, batch
 
     def _input_eq(self) -> str:
-        terms, outs, ins = self._core_terms()
-        return "Z" + ins + "," + ",".join(terms) + "->Z" + outs  # (N, out_1..out_n)
+        terms, outs, ins, batch = self._core_terms()
+        return batch + ins + "," + ",".join(terms) + "->" + batch + outs  # (N, out_1..out_n)
 
     def cost(self, rows: int) -> dict[str, int]:
         """FLOPs of the two strategies for an input with ``rows`` rows.

@@ -46,7 +46,7 @@ def test_auto_factorize_multiplies_back(dim, n):
         ({"init_scheme": "xavier"}, "unknown init_scheme 'xavier'; expected one of normal"),
         ({"forward_mode": "gpu"}, "unknown forward_mode 'gpu'"),
         ({"hidden_act": "swish"}, "unknown hidden_act 'swish'"),
-        ({"num_hidden_layers": 0}, "num_hidden_layers must be a positive int"),
+        ({"num_hidden_layers": 0}, "num_hidden_layers must be an int >= 1, got 0"),
         ({"bond_dim": 0}, "bond_dim must be None or an int >= 1"),
         ({"adapter_size": -1}, "adapter_size must be an int >= 0"),
         ({"mpo_matrices": ("query", "ffn")}, "unknown matrix 'ffn' in mpo_matrices"),

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomllib
+
+from .._fields import Bounds, check_fields
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -52,6 +52,48 @@ DEFAULT_MODEL: dict[str, Any] = {
     "max_position_embeddings": 128,
     "num_cores": 3,
     "adapter_size": 4,
+}
+
+_PROBABILITY = Bounds(0, 1, hi_open=True)
+#: Numeric ranges of ``TrainConfig`` fields (types come from the annotations).
+_BOUNDS: dict[str, Bounds] = {
+    **dict.fromkeys(
+        (
+            "vocab_size",
+            "num_epochs",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "eval_batch_size",
+            "max_steps",
+            "max_train_examples",
+            "max_valid_examples",
+            "num_threads",
+        ),
+        Bounds(1),
+    ),
+    **dict.fromkeys(
+        (
+            "seed",
+            "warmup_steps",
+            "eval_every",
+            "save_every",
+            "log_every",
+            "keep_last",
+            "num_workers",
+            "weight_decay",
+            "max_grad_norm",
+            "central_lr_factor",
+        ),
+        Bounds(0),
+    ),
+    "max_seq_length": Bounds(8),
+    "learning_rate": Bounds(0, lo_open=True),
+    "adam_eps": Bounds(0, lo_open=True),
+    "adam_beta1": _PROBABILITY,
+    "adam_beta2": _PROBABILITY,
+    "valid_fraction": _PROBABILITY,
+    "mlm_probability": Bounds(0, 1, lo_open=True, hi_open=True),
+    "min_lr_ratio": Bounds(0, 1),
 }
 
 
@@ -82,6 +124,9 @@ class TrainConfig:
         ``max_position_embeddings``.
     max_train_examples, max_valid_examples : int, optional
         Keep only the first examples (quick runs).
+    encoding : str
+        Text encoding of the data files, read strictly (a byte that is not valid is an
+        error naming the file and byte); a UTF-8 byte-order mark is dropped.
     tokenizer : str, optional
         A ``vocab.txt``, ``tokenizer.json`` or checkpoint directory. Default: the
         checkpoint's tokenizer when fine-tuning or resuming, else a WordPiece vocabulary of
@@ -92,12 +137,15 @@ class TrainConfig:
         Fraction of tokens chosen for the masked-LM loss (80% ``[MASK]``, 10% random,
         10% kept).
     text_a_column, text_b_column, label_column : int or str, optional
-        TSV column indices or header names; default: recognise SST-2, CoLA or a
-        ``sentence1/sentence2/label`` header.
+        TSV column indices or header names; default: recognise the layout of every GLUE
+        task (``tnlm_models.data.GLUE_LAYOUTS``).
     has_header : bool, optional
-        Whether TSV files start with a header row (default: when columns are named).
+        Whether TSV files start with a header row (default: when columns are named or the
+        first row is a GLUE header or a non-numeric label above numeric ones).
     label_list : list of str, optional
-        The label set; default: the sorted labels of the training file.
+        The label set, each class once; default: the sorted labels of the training file
+        (numerically when all are integers, so ``"0"`` is class 0). Integer spellings are
+        one label (``"01"`` is ``"1"``).
     regression : bool
         Real-valued labels, a single output and MSE loss.
     init_from : str, optional
@@ -164,6 +212,7 @@ class TrainConfig:
     max_seq_length: int = 64
     max_train_examples: int | None = None
     max_valid_examples: int | None = None
+    encoding: str = "utf-8"
     tokenizer: str | None = None
     vocab_size: int = 4000
     lowercase: bool = True
@@ -216,29 +265,16 @@ class TrainConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     def validate(self) -> None:
-        """Check types and ranges; raise ``TypeError``/``ValueError`` naming the field."""
-        hints = typing.get_type_hints(TrainConfig)
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, tuple):
-                value = list(value)
-                setattr(self, f.name, value)
-            if isinstance(value, os.PathLike):
-                value = os.fspath(value)
-                setattr(self, f.name, value)
-            if isinstance(value, list):
-                value = [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
-                setattr(self, f.name, value)
-            if isinstance(value, str) and f.name in ("train_data", "valid_data"):
-                value = [value]  # one path
-                setattr(self, f.name, value)
-            _check_type(f.name, value, hints[f.name])
-            if (
-                isinstance(value, int)
-                and not isinstance(value, bool)
-                and float in _args(hints[f.name])
-            ):
-                setattr(self, f.name, float(value))
+        """Check types and ranges; raise ``TypeError``/``ValueError`` naming the field.
+
+        Types come from the field annotations and ranges from ``_BOUNDS``
+        (``tnlm_models._fields``); the rest are choices and rules between fields.
+        """
+        for name in ("train_data", "valid_data"):
+            value = getattr(self, name)
+            if isinstance(value, str | os.PathLike):
+                setattr(self, name, [value])  # one path
+        check_fields(self, _BOUNDS, "training config key")
         for name, options in (
             ("task", TASKS),
             ("lr_schedule", LR_SCHEDULES),
@@ -249,47 +285,6 @@ class TrainConfig:
                 raise ValueError(
                     f"{name} must be one of {list(options)}, got {getattr(self, name)!r}"
                 )
-        positive = (
-            "max_seq_length",
-            "vocab_size",
-            "num_epochs",
-            "batch_size",
-            "gradient_accumulation_steps",
-            "eval_batch_size",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        non_negative = (
-            "warmup_steps",
-            "eval_every",
-            "save_every",
-            "log_every",
-            "keep_last",
-            "num_workers",
-            "weight_decay",
-            "max_grad_norm",
-        )
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("max_steps", "max_train_examples", "max_valid_examples", "num_threads"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be None or >= 1, got {v!r}")
-        if self.learning_rate <= 0 or self.central_lr_factor < 0:
-            raise ValueError(
-                f"learning_rate must be > 0 and central_lr_factor >= 0, got "
-                f"{self.learning_rate!r} and {self.central_lr_factor!r}"
-            )
-        if not 0.0 <= self.valid_fraction < 1.0:
-            raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction!r}")
-        if not 0.0 < self.mlm_probability < 1.0:
-            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
-        if self.max_seq_length < 8:
-            raise ValueError(f"max_seq_length must be >= 8, got {self.max_seq_length}")
         if self.batch_size % self.gradient_accumulation_steps:
             raise ValueError(
                 f"batch_size={self.batch_size} is not divisible by "
@@ -319,52 +314,6 @@ class TrainConfig:
         d = self.to_dict()
         d.update(changes)
         return TrainConfig.from_dict(d)
-
-
-# ---------------------------------------------------------------------------- type checks
-def _args(tp: Any) -> tuple[Any, ...]:
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        return typing.get_args(tp)
-    return (tp,)
-
-
-def _type_name(tp: Any) -> str:
-    return " | ".join(
-        "None" if a is type(None) else getattr(a, "__name__", str(a)) for a in _args(tp)
-    ).replace("list", "list")
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    if tp is Any:
-        return True
-    if tp is type(None):
-        return value is None
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    origin = typing.get_origin(tp)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    return isinstance(value, tp)
-
-
-def _check_type(name: str, value: Any, tp: Any) -> None:
-    if not any(_matches(value, a) for a in _args(tp)):
-        expected = " or ".join(
-            "None"
-            if a is type(None)
-            else str(a).replace("typing.", "")
-            if typing.get_origin(a)
-            else a.__name__
-            for a in _args(tp)
-        )
-        raise TypeError(
-            f"training config key {name!r} must be {expected}, got {type(value).__name__} {value!r}"
-        )
 
 
 # ---------------------------------------------------------------------------- files
