@@ -3,8 +3,14 @@ spectra, extreme magnitudes, method="auto" and the error budget, and ``factorize
 
 from __future__ import annotations
 
+import contextlib
+import math
+import signal
+
 import numpy as np
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 import tnlm
 
@@ -71,3 +77,133 @@ def test_complex_gradient_matches_finite_differences():
         return (dense * probe).sum().real
 
     assert torch.autograd.gradcheck(f, (w,), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# factorize: the most balanced split, quickly, of numpy integers too
+# --------------------------------------------------------------------------------------------
+
+
+def _oracle_most_balanced(dim, n):
+    """Brute force: every non-increasing n-tuple with product dim, the smallest one."""
+
+    def splits(d, k, cap):
+        if k == 1:
+            if d <= cap:
+                yield (d,)
+            return
+        for f in range(min(d, cap), 0, -1):
+            if d % f == 0:
+                for rest in splits(d // f, k - 1, f):
+                    yield (f, *rest)
+
+    return min(splits(dim, n, dim))
+
+
+@given(dim=st.integers(1, 2000), n=st.integers(1, 5))
+@example(dim=72, n=2)  # a greedy split gives (6, 12), not (8, 9)
+@example(dim=360, n=3)
+@example(dim=1, n=4)
+@example(dim=1999, n=3)  # prime
+def test_factorize_is_the_most_balanced_split(dim, n):
+    f = tnlm.factorize(dim, n)
+    assert math.prod(f) == dim and len(f) == n
+    assert tuple(sorted(f, reverse=True)) == _oracle_most_balanced(dim, n)
+    assert f[n // 2] == max(f)
+
+
+def test_factorize_3456_into_three():
+    """The issue's example: 12 x 16 x 18 exists, so (12, 24, 12) is not the most balanced."""
+    assert sorted(tnlm.factorize(3456, 3)) == [12, 16, 18]
+
+
+class _Deadline(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds):
+    """Interrupt a pure-Python loop that runs past ``seconds`` (a hang guard, not a timing
+    measurement: the work takes microseconds)."""
+    if not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def alarm(*_):
+        raise _Deadline(f"still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize(
+    ("dim", "n", "expected"),
+    [
+        (2**61 - 1, 2, (1, 2**61 - 1)),
+        ((2**31 - 1) * (2**61 - 1), 3, (1, 2**61 - 1, 2**31 - 1)),
+        (999983 * 1000003 * 1000033, 3, (999983, 1000033, 1000003)),
+        (2**89 - 1, 1, (2**89 - 1,)),
+    ],
+)
+def test_factorize_large_primes_at_once(dim, n, expected):
+    with _deadline(20.0):
+        assert tnlm.factorize(dim, n) == expected
+
+
+@pytest.mark.parametrize("make", [np.int64, np.int32, np.uint16, int])
+def test_factorize_accepts_numpy_integers(make):
+    f = tnlm.factorize(make(12), make(2))
+    assert f == (3, 4)
+    assert all(type(x) is int for x in f)
+
+
+@pytest.mark.parametrize(
+    ("dim", "n", "message"),
+    [
+        (8.9, 2, r"dim must be a positive int; got 8\.9"),
+        (8.0, 2, r"dim must be a positive int; got 8\.0"),
+        (np.float64(8.0), 2, r"dim must be a positive int; got np\.float64\(8\.0\)"),
+        (True, 2, "dim must be a positive int; got True"),
+        (np.bool_(True), 2, r"dim must be a positive int; got np\.True_"),
+        (np.int64(-4), 2, r"dim must be a positive int; got np\.int64\(-4\)"),
+        (12, 2.0, r"n \(number of factors\) must be a positive int; got 2\.0"),
+        (12, np.bool_(False), r"n \(number of factors\) must be a positive int; got np\.False_"),
+    ],
+)
+def test_factorize_refuses_bools_and_floats(dim, n, message):
+    with pytest.raises(ValueError, match=message):
+        tnlm.factorize(dim, n)
+
+
+def test_decompose_accepts_numpy_integers_for_cores_and_bond_dim():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((12, 16))
+    ref = tnlm.mpo_decompose(w, 2, 3)
+    mpo = tnlm.mpo_decompose(w, np.int64(2), np.int64(3))
+    assert mpo.row_dims == ref.row_dims == (3, 4) and mpo.col_dims == ref.col_dims
+    assert mpo.bond_dims == ref.bond_dims == (3,)
+    assert all(type(d) is int for d in (*mpo.row_dims, *mpo.col_dims, *mpo.bond_dims))
+    tt = tnlm.tt_decompose(rng.standard_normal((3, 4, 5)), [np.int16(2), np.int64(3)])
+    assert tt.bond_dims == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("shape", "bond_dim", "error", "message"),
+    [
+        (2.0, None, TypeError, r"shape must be an int n .* got 2\.0"),
+        (np.bool_(True), None, TypeError, r"shape must be an int n .* got np\.True_"),
+        (True, None, TypeError, r"shape must be an int n .* got True"),
+        (np.int64(0), None, ValueError, r"number of cores and must be >= 1; got 0"),
+        (2, 8.9, TypeError, r"bond_dim .* got 8\.9"),
+        (2, True, TypeError, r"bond_dim .* got True"),
+    ],
+)
+def test_decompose_refuses_bools_and_floats_for_cores_and_bond_dim(shape, bond_dim, error, message):
+    w = np.random.default_rng(3).standard_normal((12, 16))
+    with pytest.raises(error, match=message):
+        tnlm.mpo_decompose(w, shape, bond_dim)
