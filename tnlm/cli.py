@@ -4,17 +4,33 @@ Usage::
 
     tnlm decompose W.npy --shape 5 --bond-dim 64 --png spectra.png
     tnlm decompose model.safetensors --key encoder.layer.0.output.dense.weight \\
-        --shape 4,4,4,4,3x4,4,8,6,4 --tol 0.1
+        --shape 4,4,4,4,3x4,4,8,6,4 --tol 0.1 --save dense_mpo.npz
+    tnlm --version
+
+Exit status: 0 on success; 2 on bad input (one line on stderr, nothing written: every
+argument, output path and the input file are checked before the decomposition starts);
+1 when an output could not be written after the work was done (one line per failed output;
+the other outputs are still written).
+
+Outputs are written to a temporary file in the target folder, flushed to disk and renamed
+into place, so a crash never leaves a half-written file; an existing file is never replaced
+unless ``--force`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import os
+import pickle
+import shutil
 import sys
-from collections.abc import Sequence
-from typing import Any
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -23,7 +39,25 @@ from .decompose import mpo_decompose
 from .mpo import MPO
 from .truncation import SVD_METHODS
 
-__all__ = ["main", "load_matrix", "parse_shape", "parse_bond_dim", "format_report", "plot_spectra"]
+__all__ = [
+    "main",
+    "load_matrix",
+    "parse_shape",
+    "parse_bond_dim",
+    "format_report",
+    "plot_spectra",
+]
+
+_EXTENSIONS = ".npy, .npz, .pt/.pth or .safetensors"
+_MAX_LISTED = 20  # names listed in one error line before "... and N more"
+
+
+class CLIError(ValueError):
+    """Bad input to the command line: reported as one line on stderr, exit status 2."""
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
 
 
 def parse_shape(text: str) -> Any:
@@ -31,12 +65,15 @@ def parse_shape(text: str) -> Any:
     text = text.strip()
     try:
         if "x" not in text:
-            return int(text)
+            n = int(text)
+            if n < 1:
+                raise ValueError
+            return n
         rows, cols = text.split("x")
         return tuple(int(v) for v in rows.split(",")), tuple(int(v) for v in cols.split(","))
     except ValueError:
         raise ValueError(
-            f"--shape {text!r} is not understood; expected an int n (number of cores) or "
+            f"--shape {text!r} is not understood; expected an int n >= 1 (number of cores) or "
             "'ROW_DIMS x COL_DIMS' like 4,4,4,4,3x4,4,8,6,4"
         ) from None
 
@@ -54,54 +91,291 @@ def parse_bond_dim(text: str | None) -> Any:
     return vals[0] if len(vals) == 1 else vals
 
 
-def _pick(tensors: dict[str, Any], key: str | None, path: str) -> Any:
+def _max_cores(rows: int, cols: int) -> int:
+    """Most cores an ``rows x cols`` matrix splits into with every core holding >= 2 entries
+    (``i_k * j_k >= 2`` for all k forces ``2**n <= rows * cols``)."""
+    return max(1, (rows * cols).bit_length() - 1)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _listing(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    names = sorted(shapes)
+    shown = [f"{k} {'x'.join(map(str, shapes[k])) or 'scalar'}" for k in names[:_MAX_LISTED]]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" ... and {more} more" if more > 0 else "")
+
+
+def _choose(
+    shapes: Mapping[str, tuple[int, ...]], key: str | None, path: str, kind: str
+) -> tuple[str, str | None]:
+    """The entry to decompose, and a note when it was picked without ``--key``."""
     if key is not None:
-        if key not in tensors:
-            raise KeyError(f"{path} has no tensor {key!r}; it has: {', '.join(sorted(tensors))}")
-        return tensors[key]
-    two_d = [k for k, v in tensors.items() if len(getattr(v, "shape", ())) == 2]
-    if len(two_d) != 1:
-        raise ValueError(
-            f"{path} holds {len(tensors)} tensors ({len(two_d)} of them 2-D); name one with "
-            f"--key. Available: {', '.join(sorted(tensors))}"
+        if key not in shapes:
+            raise CLIError(
+                f"{path} has no {kind} {key!r}; it has: {_listing(shapes)}; name one with --key"
+            )
+        return key, None
+    if not shapes:
+        raise CLIError(f"{path} holds no {kind}s; expected a file with one 2-D {kind}")
+    if len(shapes) == 1:
+        return next(iter(shapes)), None
+    two_d = [k for k, s in shapes.items() if len(s) == 2]
+    if len(two_d) == 1:
+        return two_d[0], (
+            f"{path} holds {len(shapes)} {kind}s; using {two_d[0]!r}, the only 2-D one "
+            "(name another with --key)"
         )
-    return tensors[two_d[0]]
+    raise CLIError(
+        f"{path} holds {len(shapes)} {kind}s ({len(two_d)} of them 2-D); name one with "
+        f"--key NAME. Available: {_listing(shapes)}"
+    )
+
+
+def _check_declared(path: str, what: str, declared: int, available: int) -> None:
+    """Refuse a header that promises more data than the file holds (before allocating it)."""
+    if declared > available:
+        raise CLIError(
+            f"{path} is truncated or corrupt: {what} declares {declared:,} bytes of data but "
+            f"only {available:,} bytes follow the header"
+        )
+
+
+def _npy_header(fp: Any, path: str) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fp)
+        else:
+            shape, fortran, dtype = fmt.read_array_header_2_0(fp)
+    except (ValueError, EOFError, OSError) as e:
+        raise CLIError(f"{path} is not a valid .npy array ({_one_line(e)})") from None
+    if dtype.hasobject:
+        raise CLIError(
+            f"{path} holds Python objects (dtype {dtype}), which tnlm never unpickles; "
+            "expected a numeric array"
+        )
+    return tuple(int(d) for d in shape), dtype, fortran
+
+
+def _read_npy(path: str, size: int) -> Any:
+    with open(path, "rb") as f:
+        shape, dtype, _ = _npy_header(f, path)
+        _check_declared(
+            path, f"its header (shape {shape})", math.prod(shape) * dtype.itemsize, size - f.tell()
+        )
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        raise CLIError(f"{path} is not a readable .npy array ({_one_line(e)})") from None
+
+
+def _read_npz(path: str, key: str | None) -> tuple[Any, str, str | None]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CLIError(f"{path} is not a valid .npz archive ({_one_line(e)})") from None
+    with zf:
+        members = {
+            i.filename[: -len(".npy")]: i for i in zf.infolist() if i.filename.endswith(".npy")
+        }
+        if "__meta__" in members:
+            raise CLIError(
+                f"{path} is an MPO saved by tnlm, not a matrix; read it with tnlm.load, or "
+                "pass the dense matrix file"
+            )
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name, info in members.items():
+            with zf.open(info) as m:
+                shape, dtype, _ = _npy_header(m, f"{path}[{name!r}]")
+                header_len = m.tell()
+            _check_declared(
+                path,
+                f"array {name!r} (shape {shape})",
+                math.prod(shape) * dtype.itemsize,
+                info.file_size - header_len,
+            )
+            shapes[name] = shape
+        name, note = _choose(shapes, key, path, "array")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return f[name], name, note
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as e:
+        raise CLIError(f"{path}: array {name!r} is unreadable ({_one_line(e)})") from None
+
+
+_ST_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+    "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
+}  # fmt: skip
+_ST_MAX_HEADER = 100_000_000  # the safetensors library's own limit
+
+
+def _read_safetensors(path: str, key: str | None, size: int) -> tuple[Any, str, list[str]]:
+    """Read one tensor of a ``.safetensors`` file with numpy alone (the format is an
+    8-byte little-endian header length, a JSON header, then raw little-endian data);
+    bfloat16 is upcast to float32 (exactly), since numpy has no bfloat16."""
+    bad = f"{path} is not a valid .safetensors file"
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CLIError(f"{bad}: it has {size} bytes, fewer than the 8-byte header length")
+        n = int.from_bytes(head, "little")
+        limit = min(size - 8, _ST_MAX_HEADER)
+        if n > limit:
+            raise CLIError(
+                f"{bad}: its header length field claims {n:,} bytes; expected at most "
+                f"{limit:,} (the file has {size:,} bytes)"
+            )
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CLIError(f"{bad}: its header is not JSON ({_one_line(e)})") from None
+        if not isinstance(header, dict):
+            raise CLIError(f"{bad}: its header is a JSON {type(header).__name__}, not an object")
+        header.pop("__metadata__", None)
+        data_size = size - 8 - n
+        entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+        for name, info in header.items():
+            try:
+                dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+                shape = tuple(shape)
+                ok = all(isinstance(v, int) and v >= 0 for v in (*shape, begin, end))
+            except (TypeError, KeyError, ValueError):
+                ok = False
+            if not ok or not isinstance(dtype, str):
+                raise CLIError(
+                    f"{bad}: tensor {name!r} has a malformed entry {info!r}; expected dtype, "
+                    "shape and data_offsets"
+                )
+            itemsize = np.dtype(_ST_DTYPES[dtype]).itemsize if dtype in _ST_DTYPES else None
+            if not begin <= end <= data_size or (
+                itemsize is not None and end - begin != math.prod(shape) * itemsize
+            ):
+                raise CLIError(
+                    f"{bad}: tensor {name!r} ({dtype}, shape {shape}) claims bytes "
+                    f"[{begin:,}, {end:,}) of a {data_size:,}-byte data section; the file is "
+                    "truncated or corrupt"
+                )
+            entries[name] = (dtype, shape, begin, end)
+        name, note = _choose({k: v[1] for k, v in entries.items()}, key, path, "tensor")
+        dtype, shape, begin, end = entries[name]
+        if dtype not in _ST_DTYPES:
+            raise CLIError(
+                f"{path}: tensor {name!r} has dtype {dtype}, which tnlm cannot read; expected "
+                f"one of {', '.join(_ST_DTYPES)}"
+            )
+        raw = bytearray(end - begin)
+        f.seek(8 + n + begin)
+        if f.readinto(raw) != len(raw):
+            raise CLIError(f"{bad}: tensor {name!r} is cut short")
+    notes = [note] if note else []
+    if dtype == "BF16":
+        bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+        notes.append(
+            f"{path}[{name!r}] is bfloat16, which numpy cannot hold; upcast to float32 (exact)"
+        )
+        return bits.view(np.float32).reshape(shape), name, notes
+    return np.frombuffer(raw, dtype=_ST_DTYPES[dtype]).reshape(shape), name, notes
+
+
+def _read_torch(path: str, key: str | None) -> tuple[Any, str | None, str | None]:
+    try:
+        import torch
+    except ImportError:
+        raise CLIError(
+            f"reading {path} needs torch, which is not installed; install it with: "
+            "pip install 'tnlm[torch]'"
+        ) from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = str(e).splitlines()
+        why = next(
+            (ln for ln in lines if "WeightsUnpickler error:" in ln), lines[0] if lines else ""
+        )
+        why = why.split("WeightsUnpickler error:")[-1].split(". ")[0].strip()
+        raise CLIError(
+            f"{path} holds pickled Python objects that tnlm will not load ({why}); tnlm reads "
+            ".pt files with torch.load(weights_only=True); expected a tensor or a state dict "
+            "of tensors"
+        ) from None
+    except Exception as e:  # torch.load raises many kinds on a corrupt file (KeyError, ...)
+        lines = str(e).splitlines()
+        raise CLIError(
+            f"{path} is not a readable PyTorch file ({_one_line(lines[0] if lines else e)}); "
+            "expected a tensor or a state dict saved with torch.save"
+        ) from None
+    if isinstance(obj, torch.Tensor):
+        if key is not None:
+            raise CLIError(f"--key {key!r} given, but {path} holds a single tensor, not a dict")
+        return obj, None, None
+    if not isinstance(obj, dict):
+        raise CLIError(
+            f"{path} holds a {type(obj).__name__}; expected a tensor or a state dict of tensors"
+        )
+    shapes = {str(k): tuple(v.shape) for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if key is not None and key in obj and key not in shapes:
+        raise CLIError(f"{path}[{key!r}] is a {type(obj[key]).__name__}, not a tensor")
+    name, note = _choose(shapes, key, path, "tensor")
+    return obj[name], name, note
+
+
+def _read_matrix(path: str, key: str | None) -> tuple[Any, str, list[str]]:
+    """The 2-D array in ``path``, a label naming it (``path`` or ``path['key']``) and notes
+    to print (a tensor picked without ``--key``, a dtype upcast)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory; expected a matrix file ({_EXTENSIONS})")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".npy", ".npz", ".pt", ".pth", ".safetensors"):
+        raise CLIError(f"unsupported file type {ext!r} for {path}; expected {_EXTENSIONS}")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CLIError(f"{path} is empty (0 bytes); expected a {ext} matrix file")
+    name: str | None = None
+    notes: list[str] = []
+    if ext == ".npy":
+        if key is not None:
+            raise CLIError(f"--key {key!r} given, but {path} is a .npy file holding one array")
+        W = _read_npy(path, size)
+    elif ext == ".npz":
+        W, name, note = _read_npz(path, key)
+        notes += [note] if note else []
+    elif ext == ".safetensors":
+        W, name, notes = _read_safetensors(path, key, size)
+    else:
+        W, name, note = _read_torch(path, key)
+        notes += [note] if note else []
+    label = path if name is None else f"{path}[{name!r}]"
+    shape = tuple(int(d) for d in getattr(W, "shape", ()))
+    if len(shape) != 2:
+        raise CLIError(f"{label} is a {len(shape)}-D array of shape {shape}; expected a 2-D matrix")
+    return W, label, notes
 
 
 def load_matrix(path: str, key: str | None = None) -> Any:
-    """Load a matrix from ``.npy``, ``.pt``/``.pth`` (tensor or state dict) or
-    ``.safetensors`` (``key`` names the tensor when the file holds several)."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".npy":
-        return np.load(path, allow_pickle=False)
-    if ext in (".pt", ".pth"):
-        import torch
+    """Load a matrix from ``.npy``, ``.npz``, ``.pt``/``.pth`` (tensor or state dict) or
+    ``.safetensors`` (``key`` names the array when the file holds several).
 
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(obj, dict):
-            return _pick(obj, key, path)
-        return obj
-    if ext == ".safetensors":
-        from safetensors import safe_open
+    Every header is checked against the file's size before anything is allocated, nothing
+    is unpickled, and bfloat16 ``.safetensors`` tensors are upcast to float32.
 
-        with safe_open(path, framework="numpy") as f:
-            names = list(f.keys())
-            if key is None:
-                two_d = [k for k in names if len(f.get_slice(k).get_shape()) == 2]
-                key = two_d[0] if len(two_d) == 1 else None
-                if key is None:
-                    raise ValueError(
-                        f"{path} holds {len(names)} tensors ({len(two_d)} of them 2-D); name one "
-                        f"with --key. Available: {', '.join(sorted(names))}"
-                    )
-            if key not in names:
-                raise KeyError(f"{path} has no tensor {key!r}; it has: {', '.join(sorted(names))}")
-            return f.get_tensor(key)
-    raise ValueError(
-        f"unsupported file type {ext!r} for {path}; expected .npy, .pt or .safetensors"
-    )
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        ``path`` is missing or a directory.
+    ValueError
+        The file is empty, corrupt, of an unknown type, holds several arrays and no ``key``,
+        or its array is not 2-D.
+    """
+    return _read_matrix(path, key)[0]
+
+
+# --------------------------------------------------------------------------- reporting
 
 
 def format_report(mpo: MPO) -> str:
@@ -136,74 +410,234 @@ def format_report(mpo: MPO) -> str:
     return "\n".join(lines)
 
 
-def plot_spectra(mpo: MPO, path: str) -> None:
-    """Write a PNG of every bond's singular values (kept solid, discarded dashed)."""
-    import matplotlib
+def _plot_formats() -> dict[str, str]:
+    """File formats matplotlib writes (extension -> description); CLIError if it is absent."""
+    try:
+        import matplotlib  # noqa: F401  (a missing package fails here, with one message)
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise CLIError(
+            "--png needs matplotlib, which is not installed; install it with: "
+            "pip install 'tnlm[plot]'"
+        ) from None
+    return dict(FigureCanvasBase.get_supported_filetypes())
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _spectra_figure(mpo: MPO, source: str | None = None) -> Any:
+    """A matplotlib ``Figure`` of every bond's singular values: kept solid, discarded dashed
+    in the same colour; the legend says so and the title names ``source``."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     rep = mpo.report
     if rep is None:
         raise ValueError("the MPO has no truncation report to plot")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    any_discarded = False
     for k, b in enumerate(rep.bonds):
         kept = B.to_numpy(b.kept).astype(float)
         (line,) = ax.semilogy(np.arange(1, len(kept) + 1), kept, label=f"bond {k + 1} (r={b.rank})")
         if b.discarded is not None and len(b.discarded):
+            any_discarded = True
             disc = B.to_numpy(b.discarded).astype(float)
             x = np.arange(len(kept) + 1, len(kept) + len(disc) + 1)
             ax.semilogy(x, np.maximum(disc, 1e-300), "--", color=line.get_color())
+    handles, _ = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="0.3", ls="-", label="solid: kept singular values"))
+    if any_discarded:
+        handles.append(
+            Line2D([], [], color="0.3", ls="--", label="dashed: discarded (truncated) values")
+        )
     ax.set_xlabel("index")
     ax.set_ylabel("singular value")
-    ax.set_title(
-        f"MPO bond spectra {mpo.shape[0]}x{mpo.shape[1]}, rel. error {rep.relative_error:.2e}"
-    )
-    ax.legend(fontsize=8)
+    what = f"MPO bond spectra {mpo.shape[0]}x{mpo.shape[1]}, rel. error {rep.relative_error:.2e}"
+    ax.set_title(what if source is None else f"{source}\n{what}", fontsize=10)
+    ax.legend(handles=handles, fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot_spectra(mpo: MPO, path: str, *, source: str | None = None) -> None:
+    """Write a plot of every bond's singular values (kept solid, discarded dashed) to
+    ``path``, in the format its extension names (png, pdf, svg, ...); the title names
+    ``source`` (the input file) when given."""
+    fmt = os.path.splitext(path)[1].lower().lstrip(".") or "png"
+    _spectra_figure(mpo, source).savefig(path, format=fmt, dpi=110)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _check_output(option: str, path: str, force: bool) -> None:
+    """Refuse an output path before any work: an existing file without ``--force``, a
+    directory, or a folder that is missing or not writable."""
+    if os.path.isdir(path):
+        raise CLIError(f"{option} {path} is a directory; expected a file path")
+    if os.path.lexists(path) and not force:
+        raise CLIError(f"{option} {path} already exists; pass --force to overwrite it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CLIError(f"{option} {path}: folder {folder} does not exist; create it first")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".tnlm-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CLIError(
+            f"{option} {path}: cannot write in folder {folder} ({e.strerror or e})"
+        ) from None
+
+
+def _fsync(path: str, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: str, write: Callable[[str], None], force: bool) -> None:
+    """``write(tmp)`` into a private temporary folder next to ``path``, fsync, then move it
+    into place: ``os.replace`` with ``force``, else a hard link that fails if ``path``
+    appeared meanwhile. The temporary folder is always removed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmpdir = tempfile.mkdtemp(dir=folder, prefix=".tnlm-tmp-")
+    try:
+        tmp = os.path.join(tmpdir, "out" + os.path.splitext(path)[1])
+        write(tmp)
+        _fsync(tmp)
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic "create, never replace"
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links on this file system
+                if os.path.lexists(path):
+                    raise FileExistsError(path) from None
+                os.replace(tmp, path)
+        with contextlib.suppress(OSError):  # not every platform can fsync a folder
+            _fsync(folder)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- command
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), not usage + message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tnlm", description="Tensor-train / MPO tools.")
+    from . import __version__
+
+    p = _Parser(prog="tnlm", description="Tensor-train / MPO tools.")
+    p.add_argument("--version", action="version", version=f"tnlm {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("decompose", help="decompose a matrix into an MPO and report it")
-    d.add_argument("file", help="matrix file: .npy, .pt/.pth or .safetensors")
-    d.add_argument("--key", help="tensor name inside a .pt state dict or .safetensors file")
+    d.add_argument("file", help=f"matrix file: {_EXTENSIONS}")
+    d.add_argument("--key", help="array name inside a .npz, .pt state dict or .safetensors file")
     d.add_argument("--shape", required=True, help="n (cores) or ROWS x COLS, e.g. 4,4,3x4,8,6")
     d.add_argument("--bond-dim", help="cap for every bond, or one per bond (comma-separated)")
     d.add_argument("--tol", type=float, help="guaranteed relative Frobenius error, in (0, 1)")
     d.add_argument("--method", default="auto", choices=SVD_METHODS, help="SVD driver")
-    d.add_argument("--png", help="write the bond spectra plot here")
+    d.add_argument("--png", help="write the bond spectra plot here (.png, .pdf, .svg, ...)")
     d.add_argument("--save", help="write the MPO to this .npz file (tnlm.load reads it)")
+    d.add_argument("--force", action="store_true", help="overwrite existing output files")
     return p
+
+
+def _plan_outputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``(option, real path)`` of every output, all checked before any work."""
+    outputs: list[tuple[str, str]] = []
+    if args.png is not None:
+        formats = _plot_formats()
+        ext = os.path.splitext(args.png)[1].lower().lstrip(".")
+        if ext not in formats:
+            raise CLIError(
+                f"--png {args.png}: unknown image type {ext or '(no extension)'!r}; expected "
+                f"one of {', '.join('.' + e for e in sorted(formats))}"
+            )
+        outputs.append(("--png", args.png))
+    if args.save is not None:
+        # tnlm.save appends .npz; name the file that is really written
+        outputs.append(("--save", args.save if args.save.endswith(".npz") else args.save + ".npz"))
+    if len(outputs) == 2 and os.path.abspath(outputs[0][1]) == os.path.abspath(outputs[1][1]):
+        raise CLIError(f"--png and --save both name {outputs[0][1]}; expected two files")
+    for option, path in outputs:
+        _check_output(option, path, args.force)
+    return outputs
+
+
+def _decompose(args: argparse.Namespace) -> int:
+    outputs = _plan_outputs(args)
+    shape = parse_shape(args.shape)
+    bond_dim = parse_bond_dim(args.bond_dim)
+    W, label, notes = _read_matrix(args.file, args.key)
+    rows, cols = (int(d) for d in W.shape)
+    if isinstance(shape, int) and shape > _max_cores(rows, cols):
+        raise CLIError(
+            f"--shape {args.shape}: {shape} cores is more than {label} ({rows} x {cols}) can "
+            f"split into; expected n between 1 and {_max_cores(rows, cols)}"
+        )
+    try:
+        mpo = mpo_decompose(W, shape, bond_dim, tol=args.tol, method=args.method)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"{label}: {_one_line(e)}") from None
+    for note in notes:
+        print(f"note: {note}")
+    print(f"input {label}")
+    print(format_report(mpo))
+    writers: dict[str, Callable[[str], None]] = {
+        "--png": lambda tmp: plot_spectra(mpo, tmp, source=label),
+        "--save": mpo.save,
+    }
+    status = 0
+    for option, path in outputs:  # a failure in one output does not skip the others
+        try:
+            _write_atomic(path, writers[option], args.force)
+        except FileExistsError:
+            print(
+                f"tnlm decompose: error: {option} {path} appeared while tnlm was working; "
+                "not overwritten (pass --force to overwrite it)",
+                file=sys.stderr,
+            )
+            status = 1
+        except OSError as e:
+            print(
+                f"tnlm decompose: error: could not write {option} {path}: "
+                f"{_one_line(e.strerror or e)}",
+                file=sys.stderr,
+            )
+            status = 1
+        else:
+            what = "bond spectra" if option == "--png" else "MPO"
+            print(f"{what} written to {path}")
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tnlm`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
     try:
-        W = load_matrix(args.file, args.key)
-        mpo = mpo_decompose(
-            W,
-            parse_shape(args.shape),
-            parse_bond_dim(args.bond_dim),
-            tol=args.tol,
-            method=args.method,
-        )
-    except (ValueError, TypeError, KeyError, FileNotFoundError) as e:
-        print(f"tnlm decompose: error: {e}", file=sys.stderr)
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a one-line usage error
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        return _decompose(args)
+    except MemoryError:
+        print("tnlm decompose: error: out of memory", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, OSError) as e:
+        msg = e.args[0] if isinstance(e, OSError) and len(e.args) == 1 else e
+        print(f"tnlm decompose: error: {_one_line(msg)}", file=sys.stderr)
         return 2
-    print(format_report(mpo))
-    if args.png:
-        plot_spectra(mpo, args.png)
-        print(f"bond spectra written to {args.png}")
-    if args.save:
-        mpo.save(args.save)
-        print(f"MPO written to {args.save}")
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
