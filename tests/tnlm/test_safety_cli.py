@@ -472,3 +472,70 @@ def test_png_title_names_the_input_file(tmp_path, npy, capsys, monkeypatch) -> N
 def test_version(capsys) -> None:
     rc, out, err = run(capsys, "--version")
     assert (rc, out, err) == (0, f"tnlm {tnlm.__version__}\n", "")
+
+
+# --------------------------------------------------------------------------- crashes, extras
+
+_KILL_AFTER_TEMP_WRITE = """
+import os, sys
+import tnlm.cli as cli
+real_fsync = os.fsync
+def killed(fd):  # the known point: the temporary file is complete, the rename has not run
+    real_fsync(fd)
+    os._exit(137)
+cli.os.fsync = killed
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_process_killed_while_writing_leaves_no_partial_output(tmp_path, npy) -> None:
+    pytest.importorskip("matplotlib")
+    save, png = tmp_path / "m.npz", tmp_path / "s.png"
+    argv = ["decompose", str(npy), "--shape", "2", "--save", str(save), "--png", str(png)]
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_AFTER_TEMP_WRITE, *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 137, proc.stderr
+    assert not save.exists() and not png.exists()  # nothing half-written under a real name
+    proc = subprocess.run(
+        [sys.executable, "-m", "tnlm.cli", *argv], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr  # a rerun needs no --force
+    assert tnlm.load(save).shape == (16, 12)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_interrupted_write_cleans_up_after_itself(tmp_path, npy, capsys, monkeypatch) -> None:
+    def interrupted(path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(b"half an MPO")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tnlm.MPO, "save", lambda self, path: interrupted(path))
+    with pytest.raises(KeyboardInterrupt):
+        main(["decompose", str(npy), "--shape", "2", "--save", str(tmp_path / "m.npz")])
+    assert sorted(os.listdir(tmp_path)) == ["w.npy"]
+
+
+def test_pt_without_torch_names_the_extra(tmp_path, capsys, monkeypatch) -> None:
+    (tmp_path / "w.pt").write_bytes(b"anything")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    rc, _, err = run(capsys, "decompose", tmp_path / "w.pt", "--shape", "2")
+    assert rc == 2
+    assert re.search(
+        r"reading \S+w\.pt needs torch, which is not installed; install it with: "
+        r"pip install 'tnlm\[torch\]'",
+        one_line(err),
+    )
+
+
+def test_safetensors_reads_without_the_safetensors_package(tmp_path, matrix, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    path = tmp_path / "w.safetensors"
+    data = {"w": ("F64", (16, 12), matrix.astype("<f8").tobytes())}
+    path.write_bytes(safetensors_bytes(data))
+    np.testing.assert_array_equal(cli.load_matrix(str(path)), matrix)
