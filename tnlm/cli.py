@@ -316,11 +316,12 @@ def _read_torch(path: str, key: str | None) -> tuple[Any, str | None, str | None
         raise CLIError(
             f"{path} holds a {type(obj).__name__}; expected a tensor or a state dict of tensors"
         )
-    shapes = {str(k): tuple(v.shape) for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if key is not None and key in obj and key not in shapes:
-        raise CLIError(f"{path}[{key!r}] is a {type(obj[key]).__name__}, not a tensor")
+    by_name = {str(k): v for k, v in obj.items()}  # --key is text; state-dict keys may not be
+    shapes = {k: tuple(v.shape) for k, v in by_name.items() if isinstance(v, torch.Tensor)}
+    if key is not None and key in by_name and key not in shapes:
+        raise CLIError(f"{path}[{key!r}] is a {type(by_name[key]).__name__}, not a tensor")
     name, note = _choose(shapes, key, path, "tensor")
-    return obj[name], name, note
+    return by_name[name], name, note
 
 
 def _read_matrix(path: str, key: str | None) -> tuple[Any, str, list[str]]:
@@ -610,10 +611,11 @@ def _decompose(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             status = 1
-        except OSError as e:
+        except (OSError, ValueError, RuntimeError, MemoryError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else f"{e}"
             print(
                 f"tnlm decompose: error: could not write {option} {path}: "
-                f"{_one_line(e.strerror or e)}",
+                f"{_one_line(why or type(e).__name__)}",
                 file=sys.stderr,
             )
             status = 1

@@ -539,3 +539,11 @@ def test_safetensors_reads_without_the_safetensors_package(tmp_path, matrix, mon
     data = {"w": ("F64", (16, 12), matrix.astype("<f8").tobytes())}
     path.write_bytes(safetensors_bytes(data))
     np.testing.assert_array_equal(cli.load_matrix(str(path)), matrix)
+
+
+def test_pt_state_dict_with_int_keys_is_read_by_key(tmp_path, matrix, capsys) -> None:
+    torch = pytest.importorskip("torch")
+    torch.save({0: torch.from_numpy(matrix), 1: torch.from_numpy(matrix.T)}, tmp_path / "w.pt")
+    rc, out, err = run(capsys, "decompose", tmp_path / "w.pt", "--key", "1", "--shape", "2")
+    assert (rc, err) == (0, "")
+    assert "matrix 12 x 16" in out
