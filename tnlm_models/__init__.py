@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
-from .config import MATRIX_NAMES, SHARING_MODES, MPOBertConfig
-from .modeling import (
-    MPOBertForMaskedLM,
-    MPOBertForSequenceClassification,
-    MPOBertModel,
-    MPOBertModelOutput,
-    MPOBertOutput,
-)
-from .mpo_linear import MPOLinear
+from typing import Any
 
-# ``tnlm_models.train`` is the function (the subpackage of the same name stays importable as
-# ``from tnlm_models.train import ...``).
-from .train import TrainConfig, evaluate, train
+try:
+    from .config import MATRIX_NAMES, SHARING_MODES, MPOBertConfig
+    from .modeling import (
+        MPOBertForMaskedLM,
+        MPOBertForSequenceClassification,
+        MPOBertModel,
+        MPOBertModelOutput,
+        MPOBertOutput,
+    )
+    from .mpo_linear import MPOLinear
+
+    # ``tnlm_models.train`` is the function (the subpackage of the same name stays importable
+    # as ``from tnlm_models.train import ...``).
+    from .train import TrainConfig, evaluate, predict, train
+except ModuleNotFoundError as _missing:
+    # A core-only install (no ``tnlm[models]``): the package stays importable, so that the
+    # ``tnlm-train`` command (tnlm_models.cli) can say what to install; every name below then
+    # raises the same advice.
+    _MODELS_EXTRA = ("torch", "safetensors", "tokenizers", "tqdm", "yaml", "matplotlib")
+    if (_missing.name or "").split(".")[0] not in _MODELS_EXTRA:
+        raise
+    _MISSING_NAME = _missing.name
+
+    def __getattr__(name: str) -> Any:
+        raise ModuleNotFoundError(
+            f"tnlm_models.{name} needs {_MISSING_NAME!r}, part of the models extra: "
+            "pip install 'tnlm[models]'",
+            name=_MISSING_NAME,
+        )
+
 
 __all__ = [
     "MPOLinear",
@@ -28,5 +47,6 @@ __all__ = [
     "SHARING_MODES",
     "train",
     "evaluate",
+    "predict",
     "TrainConfig",
 ]

@@ -1,4 +1,4 @@
-"""``tnlm-train``: pre-train, fine-tune, evaluate and plot from the command line.
+"""``tnlm-train``: pre-train, fine-tune, evaluate, predict and plot from the command line.
 
 Examples
 --------
@@ -9,52 +9,193 @@ Examples
     tnlm-train finetune --init-from runs/pretrain-XXXX \\
         --data glue/SST-2/train.tsv --valid-data glue/SST-2/dev.tsv
     tnlm-train evaluate runs/finetune-XXXX --data glue/SST-2/dev.tsv
+    tnlm-train predict runs/finetune-XXXX --data glue/SST-2/test.tsv --out SST-2.tsv
     tnlm-train plot runs/finetune-XXXX
     torchrun --nproc_per_node=2 -m tnlm_models pretrain --config examples/pretrain_small.toml
 
 Settings come from ``--config FILE`` (TOML or YAML), then the flags, then ``key=value``
 overrides (``model.<field>=value`` for model fields). Unknown keys are errors that list the
 valid ones.
+
+Bad input (a missing file, an unknown key, a device torch cannot use, a core-only install)
+is answered with one line, ``tnlm-train: error: <message>``, on stderr and exit status 2.
+This module imports nothing of torch at import time, so that it can say so.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import inspect
 import json
 import logging
+import math
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
-__all__ = ["main"]
+__all__ = ["UsageError", "main"]
 
+PROG = "tnlm-train"
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+#: top-level modules of the ``[models]`` extra (``import yaml`` is PyYAML)
+_MODELS_EXTRA = ("torch", "safetensors", "tokenizers", "tqdm", "yaml", "matplotlib")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tnlm-train",
+class UsageError(ValueError):
+    """Bad command-line input found before any work is done (a path, a device, ...)."""
+
+
+class _ArgumentError(Exception):
+    """An argparse error, reported as one line instead of usage + message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _ArgumentError(f"{message} (see `{self.prog} --help`)")
+
+
+# ---------------------------------------------------------------------------- overrides
+def _is_override(token: str) -> bool:
+    """``KEY=VALUE`` that is not an existing path (a file may be called ``a=b.txt``)."""
+    return bool(_OVERRIDE.match(token)) and not os.path.exists(token)
+
+
+class _PathsAction(argparse.Action):
+    """``--data``/``--valid-data``: paths (repeatable). A ``KEY=VALUE`` token that the
+    option's ``nargs`` took from the command line is handed back to the overrides."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        values = list(values) if isinstance(values, list) else [values]
+        moved = [v for v in values if _is_override(v)]
+        paths = [v for v in values if v not in moved]
+        if not paths:
+            parser.error(f"{option_string} expects a path, got only the override(s) {moved}")
+        setattr(namespace, self.dest, list(getattr(namespace, self.dest) or []) + paths)
+        namespace.moved_overrides = list(getattr(namespace, "moved_overrides", [])) + moved
+
+
+class _ResumeAction(argparse.Action):
+    """``--resume [CKPT]``: a ``KEY=VALUE`` token after it is an override, not CKPT."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if values is None or _is_override(values):
+            if values is not None:
+                moved = list(getattr(namespace, "moved_overrides", []))
+                namespace.moved_overrides = moved + [values]
+            values = True
+        setattr(namespace, self.dest, values)
+
+
+def _ordered_overrides(argv: Sequence[str], found: Sequence[str]) -> list[str]:
+    """``found`` in the order the tokens appear on the command line (later wins)."""
+    left = Counter(found)
+    out = []
+    for token in argv:
+        if left[token] > 0:
+            left[token] -= 1
+            out.append(token)
+    return out + list(left.elements())
+
+
+# ---------------------------------------------------------------------------- help texts
+_TSV_HELP = """\
+TSV files (tab-separated, UTF-8). Recognised by their first row:
+  sentence<TAB>label ...          single sentences with a header (SST-2)
+  sentence1<TAB>sentence2<TAB>label   sentence pairs with a header (MRPC/RTE-style, renamed)
+  4 columns, no header, label 0/1 in column 2   CoLA (text in column 4)
+Other files: give the columns explicitly, by index or header name:
+  text_a_column=... [text_b_column=...] label_column=... [has_header=true]
+Labels are the sorted distinct labels of the training file (label_list=[...] to fix them);
+regression=true reads real-valued labels (STS-B)."""
+
+_WHERE_HELP = """\
+A run directory RUN_DIR (-o, default runs/<task>-<time>) holds metrics.jsonl (one JSON
+record per logged step and per validation), checkpoints/ (index.json names the latest and
+the best) and, after `tnlm-train plot RUN_DIR`, the curves in RUN_DIR/plots."""
+
+_DESCRIPTIONS = {
+    "pretrain": (
+        "Masked-LM pre-training on plain text, one document per line (files or folders; "
+        "default: the built-in corpus).\n\n" + _WHERE_HELP
+    ),
+    "finetune": (
+        "Sequence classification (or regression) on GLUE-style TSV files, usually from a "
+        "pre-trained run (--init-from).\n\n" + _TSV_HELP + "\n\n" + _WHERE_HELP
+    ),
+    "evaluate": (
+        "Evaluate a checkpoint, or the best checkpoint of a run directory, on labelled data "
+        "(default: the run's validation files) and print the metrics as GLUE names them "
+        "(--json: a JSON object). Files without labels (GLUE test files) are for `predict`."
+        "\n\n" + _TSV_HELP
+    ),
+    "predict": (
+        "Write predictions for a TSV file in GLUE's submission format: a header "
+        "'index<TAB>prediction', then one row per example in input order (the label string, "
+        "or the score for regression). The input may be a GLUE test file (index<TAB>sentence, "
+        "index<TAB>sentence1<TAB>sentence2, ...) or any layout `finetune` accepts (its labels "
+        "are ignored). CHECKPOINT is a checkpoint folder or a run directory (its best "
+        "checkpoint, else its latest). --out is never overwritten without --force."
+    ),
+    "plot": (
+        "Plot a run's curves from RUN_DIR/metrics.jsonl: loss.png (train and validation), "
+        "lr.png and metrics.png (validation metrics), in RUN_DIR/plots unless --out is given."
+        " Curves whose values the records lack are skipped and named."
+    ),
+}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("tnlm")
+    except Exception:  # not installed (a source checkout on sys.path)
+        import tnlm
+
+        return str(tnlm.__version__)
+
+
+def _parser() -> _Parser:
+    p = _Parser(
+        prog=PROG,
         description="Pre-train and fine-tune MPOBERT (parameter-shared deep MPO BERT).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Settings: see `tnlm-train pretrain --list-keys`; docs/training.md.",
+        epilog="Settings: `tnlm-train pretrain --list-keys`; docs/training.md.",
     )
-    sub = p.add_subparsers(dest="command", required=True)
-    for name, help_text in (
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+    for name, short in (
         ("pretrain", "masked-LM pre-training on text (default: the built-in corpus)"),
         ("finetune", "sequence classification on GLUE-style TSV files"),
     ):
-        s = sub.add_parser(name, help=help_text, description=help_text)
-        s.add_argument(
-            "overrides",
-            nargs="*",
-            metavar="KEY=VALUE",
-            help="training config overrides, e.g. learning_rate=3e-4 model.num_hidden_layers=12",
-        )
+        s = sub.add_parser(name, help=short, description=_DESCRIPTIONS[name], formatter_class=raw)
+        _add_overrides(s)
         s.add_argument("--config", "-c", help="TOML or YAML config file")
-        s.add_argument("--data", nargs="+", metavar="PATH", help="training files or folders")
-        s.add_argument("--valid-data", nargs="+", metavar="PATH", help="validation files")
+        s.add_argument(
+            "--data", nargs="+", action=_PathsAction, metavar="PATH", help="training files/folders"
+        )
+        s.add_argument(
+            "--valid-data", nargs="+", action=_PathsAction, metavar="PATH", help="validation files"
+        )
         s.add_argument("--output-dir", "-o", help="run directory (default runs/<run_name>)")
         s.add_argument(
             "--init-from", metavar="CKPT", help="checkpoint or run directory to start from"
@@ -66,36 +207,182 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument(
             "--resume",
             nargs="?",
-            const=True,
+            action=_ResumeAction,
             default=None,
             metavar="CKPT",
             help="continue the run in --output-dir (or from CKPT)",
         )
+        _add_device(s)
         s.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="same as a positional KEY=VALUE",
+            "--set", action="append", default=[], metavar="KEY=VALUE", help="a KEY=VALUE override"
         )
         s.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log")
-        s.add_argument("--list-keys", action="store_true", help="list the config keys and exit")
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint or run directory")
+        s.add_argument(
+            "--list-keys",
+            action="store_true",
+            help="list the config keys (type, default, description) and exit",
+        )
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint or run directory on labelled data",
+        description=_DESCRIPTIONS["evaluate"],
+        formatter_class=raw,
+    )
     e.add_argument("checkpoint", help="checkpoint or run directory (its best checkpoint)")
-    e.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    _add_overrides(e)
     e.add_argument(
         "--data",
         nargs="+",
+        action=_PathsAction,
         metavar="PATH",
-        help="evaluation files (default: the run's validation data)",
+        help="labelled evaluation files (default: the run's validation data)",
     )
+    _add_device(e)
+    e.add_argument("--json", action="store_true", help="print the metrics as a JSON object")
     e.add_argument("--quiet", "-q", action="store_true")
-    pl = sub.add_parser("plot", help="write PNG curves of a run's loss, learning rate, metrics")
-    pl.add_argument("run_dir")
+    pr = sub.add_parser(
+        "predict",
+        help="write GLUE submission predictions (index, prediction) for a TSV file",
+        description=_DESCRIPTIONS["predict"],
+        formatter_class=raw,
+    )
+    pr.add_argument("checkpoint", help="checkpoint or run directory (best, else latest)")
+    _add_overrides(pr)
+    pr.add_argument("--data", required=True, metavar="TSV", help="the examples to label")
+    pr.add_argument("--out", required=True, metavar="TSV", help="the predictions file to write")
+    pr.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    _add_device(pr)
+    pr.add_argument("--quiet", "-q", action="store_true")
+    pl = sub.add_parser(
+        "plot",
+        help="write PNG curves of a run's loss, learning rate, metrics",
+        description=_DESCRIPTIONS["plot"],
+        formatter_class=raw,
+    )
+    pl.add_argument("run_dir", help="a run directory (holding metrics.jsonl)")
     pl.add_argument("--out", help="output folder (default RUN_DIR/plots)")
+    pl.add_argument("--quiet", "-q", action="store_true")
     return p
 
 
+def _add_overrides(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. learning_rate=3e-4 model.num_hidden_layers=12 "
+        "(anywhere on the line)",
+    )
+
+
+def _add_device(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--device", help="auto (CUDA when available), cpu, cuda or cuda:N; same as device=..."
+    )
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    unknown = [t for t in extra if not _is_override(t)]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    found = (
+        list(getattr(args, "set", []))
+        + list(getattr(args, "overrides", []))
+        + list(getattr(args, "moved_overrides", []))
+        + extra
+    )
+    bad = [t for t in getattr(args, "overrides", []) if not _OVERRIDE.match(t)]
+    if bad:
+        parser.error(f"expected KEY=VALUE overrides, got {bad}")
+    args.overrides = _ordered_overrides(argv, found)
+    if getattr(args, "device", None):
+        args.overrides.append(f"device={json.dumps(args.device)}")
+    return args
+
+
+# ---------------------------------------------------------------------------- --list-keys
+def _doc_parameters(cls: type) -> dict[str, str]:
+    """``{name: first sentence}`` from the numpydoc ``Parameters`` section of ``cls``."""
+    doc = inspect.cleandoc(cls.__doc__ or "")
+    lines = doc.splitlines()
+    try:
+        start = lines.index("Parameters") + 2
+    except ValueError:
+        return {}
+    out: dict[str, str] = {}
+    names: list[str] = []
+    header = ""
+    body: list[str] = []
+
+    def flush() -> None:
+        text = " ".join(body).strip()
+        first = re.split(r"(?<=\.)\s", text, maxsplit=1)[0] if text else ""
+        for n in names:
+            out[n] = first
+        body.clear()
+
+    end = next(  # the line before the next section's underline
+        (i - 1 for i in range(start, len(lines)) if lines[i] and set(lines[i]) <= {"-"}),
+        len(lines),
+    )
+    for line in lines[start:end]:
+        if line and not line.startswith(" "):
+            if header.endswith(","):  # a list of names going on
+                header += " " + line
+            else:
+                flush()
+                header = line
+            if not header.endswith(","):
+                names = [n.strip() for n in header.split(" :")[0].split(",") if n.strip()]
+        elif line.strip():
+            body.append(line.strip())
+    flush()
+    return out
+
+
+def _type_text(annotation: Any) -> str:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return str(text).replace("typing.", "").replace(" ", "")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _key_table() -> list[tuple[str, str, str, str]]:
+    """``(key, type, default, description)`` of every config key, from the docstrings."""
+    from .config import MPOBertConfig
+    from .train.config import DEFAULT_MODEL, TrainConfig
+
+    rows = []
+    docs = _doc_parameters(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        rows.append((f.name, _type_text(f.type), repr(_default(f)), docs.get(f.name, "")))
+    mdocs = _doc_parameters(MPOBertConfig)
+    for f in dataclasses.fields(MPOBertConfig):
+        default = DEFAULT_MODEL.get(f.name, _default(f))
+        if f.name in ("vocab_size", "pad_token_id", "num_labels"):
+            continue  # set by the trainer from the tokenizer and the label set
+        rows.append((f"model.{f.name}", _type_text(f.type), repr(default), mdocs.get(f.name, "")))
+    return rows
+
+
+def _list_keys() -> str:
+    rows = _key_table()
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    w2 = min(max(len(r[2]) for r in rows), 24)
+    return "\n".join(f"{k:<{w0}}  {t:<{w1}}  {d:<{w2}}  {desc}".rstrip() for k, t, d, desc in rows)
+
+
+# ---------------------------------------------------------------------------- summaries
 def _fmt_int(n: int) -> str:
     return f"{n:,}"
 
@@ -103,6 +390,32 @@ def _fmt_int(n: int) -> str:
 def _fmt_time(s: float) -> str:
     m, sec = divmod(int(round(s)), 60)
     return f"{m}m{sec:02d}s" if m else f"{s:.1f}s"
+
+
+#: metric keys as the GLUE leaderboard names them
+GLUE_NAMES = {
+    "accuracy": "Accuracy",
+    "f1": "F1",
+    "mcc": "Matthews corr.",
+    "pearson": "Pearson corr.",
+    "spearman": "Spearman corr.",
+    "loss": "loss",
+    "perplexity": "perplexity",
+}
+
+
+def _metric_value(name: str, value: Any) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)
+    if name in ("mcc", "pearson", "spearman") and math.isfinite(value):
+        value = min(1.0, max(-1.0, float(value)))  # rounding can step past +-1
+    return f"{value:.4f}"
+
+
+def _metrics_line(metrics: dict[str, Any], prefix: str = "") -> str:
+    return ", ".join(
+        f"{prefix}{GLUE_NAMES.get(k, k)} {_metric_value(k, v)}" for k, v in metrics.items()
+    )
 
 
 def _summary(result: Any, task: str) -> str:
@@ -130,8 +443,8 @@ def _summary(result: Any, task: str) -> str:
     final = []
     if result.train_loss is not None:
         final.append(f"train loss {result.train_loss:.4f}")
-    for k, v in result.metrics.items():
-        final.append(f"valid {k} {v:.4f}")
+    if result.metrics:
+        final.append(_metrics_line(result.metrics, "valid "))
     lines.append("final: " + (", ".join(final) or "-"))
     lines.append(f"run dir: {result.run_dir}")
     if result.checkpoint is not None:
@@ -144,7 +457,10 @@ def _summary(result: Any, task: str) -> str:
             "--valid-data DEV.tsv   |   tnlm-train plot " + str(result.run_dir)
         )
     else:
-        lines.append(f"next: tnlm-train plot {result.run_dir}")
+        lines.append(
+            f"next: tnlm-train predict {result.run_dir} --data TEST.tsv --out predictions.tsv"
+            f"   |   tnlm-train plot {result.run_dir}"
+        )
     return "\n".join(lines)
 
 
@@ -155,20 +471,57 @@ def _configure_logging(quiet: bool) -> None:
     logging.getLogger("tnlm_models").setLevel(level)
 
 
+# ---------------------------------------------------------------------------- pre-flight
+def _check_paths(cfg: Any) -> None:
+    """Every path of a training config, checked before any work (tokenizer, data, model)."""
+    from .train.distributed import resolve_device
+
+    resolve_device(cfg.device)
+    for key in ("train_data", "valid_data"):
+        for p in getattr(cfg, key):
+            if not os.path.exists(p):
+                raise FileNotFoundError(f"data path not found: {p} ({key})")
+    for key in ("tokenizer", "init_from"):
+        p = getattr(cfg, key)
+        if p is not None and not os.path.exists(p):
+            raise FileNotFoundError(f"{key} path not found: {p}")
+    if isinstance(cfg.resume, str) and not os.path.exists(cfg.resume):
+        raise FileNotFoundError(f"resume checkpoint not found: {cfg.resume}")
+    if cfg.output_dir is not None:
+        out = Path(cfg.output_dir)
+        for parent in (out, *out.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UsageError(
+                        f"output_dir {out} cannot be a run directory: {parent} is a file, "
+                        "not a folder"
+                    )
+                break
+
+
+def _parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    from .train.config import parse_override
+
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, value = parse_override(item)
+        if key.startswith("model."):
+            raise UsageError(
+                f"{item!r}: model settings come from the checkpoint; only training config "
+                "keys can be overridden here"
+            )
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------- commands
 def _run_training(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, load_config, train
+    from .train import load_config, train
 
     if args.list_keys:
-        print("\n".join(TrainConfig.field_names()))
+        print(_list_keys())
         return 0
-    # "--data a.txt max_steps=5": nargs="+" also takes the override; give it back
-    for name in ("data", "valid_data"):
-        paths = getattr(args, name) or []
-        taken = [p for p in paths if _OVERRIDE.match(p) and not os.path.exists(p)]
-        setattr(args, name, [p for p in paths if p not in taken] or None)
-        args.overrides = taken + list(args.overrides)
-    overrides = list(args.set) + list(args.overrides)
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, list(args.overrides))
     changes: dict[str, Any] = {"task": args.command}
     if args.data:
         changes["train_data"] = list(args.data)
@@ -187,10 +540,67 @@ def _run_training(args: argparse.Namespace) -> int:
     if args.quiet:
         changes["progress"] = False
     cfg = cfg.replace(**changes)
+    _check_paths(cfg)
     result = train(None, None, cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(_summary(result, args.command))
     return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .train import evaluate
+    from .train.distributed import resolve_device
+
+    overrides = _parse_overrides(args.overrides)
+    resolve_device(str(overrides.get("device", "auto")))
+    for p in args.data or []:
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"data path not found: {p}")
+    metrics = evaluate(args.checkpoint, args.data, None, **overrides)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(_metrics_line(metrics))
+    return 0
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from .train import predict
+
+    overrides = _parse_overrides(args.overrides)
+    out = predict(args.checkpoint, args.data, args.out, force=args.force, **overrides)
+    if not args.quiet:
+        print(out)
+    return 0
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from .train import plot_run
+
+    def note(message: str) -> None:
+        print(f"{PROG}: note: {message}", file=sys.stderr)
+
+    for path in plot_run(args.run_dir, args.out, report=note):
+        print(path)
+    return 0
+
+
+def _require(*modules: str) -> None:
+    """Import the ``[models]`` modules a command needs, before it does any work."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+
+
+def _missing_extra(e: ModuleNotFoundError) -> str | None:
+    root = (e.name or "").split(".")[0]
+    return root if root in _MODELS_EXTRA else None
+
+
+def _error(message: object) -> None:
+    text = " ".join(str(message).split())  # one line, whatever the message holds
+    print(f"{PROG}: error: {text}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,32 +609,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 on bad input, 3 on a non-finite loss, 130 when interrupted.
+        0 on success, 2 on bad input (one line on stderr), 3 on a non-finite loss, 130 when
+        interrupted.
     """
-    args = _parser().parse_args(argv)
-    _configure_logging(getattr(args, "quiet", False))
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args.command in ("pretrain", "finetune"):
-            return _run_training(args)
-        if args.command == "evaluate":
-            from .train import evaluate, load_config
-
-            cfg = load_config(None, list(args.overrides))
-            extra = {k: v for k, v in cfg.to_dict().items() if v != getattr(type(cfg)(), k)}
-            metrics = evaluate(args.checkpoint, args.data, None, **extra)
-            print(json.dumps(metrics, indent=2))
-            return 0
-        from .train import plot_run
-
-        for path in plot_run(args.run_dir, args.out):
-            print(path)
-        return 0
+        args = _parse(argv)
+    except _ArgumentError as e:
+        _error(e)
+        return 2
+    except SystemExit as e:  # --help, --version
+        return e.code if isinstance(e.code, int) else 0
+    _configure_logging(getattr(args, "quiet", False))
+    commands = {
+        "pretrain": _run_training,
+        "finetune": _run_training,
+        "evaluate": _run_evaluate,
+        "predict": _run_predict,
+        "plot": _run_plot,
+    }
+    needs = {"plot": ("matplotlib",)}.get(
+        args.command, ("torch", "safetensors", "tokenizers", "tqdm")
+    )
+    try:
+        _require(*needs)
+        return commands[args.command](args)
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint is intact (resume with --resume)", file=sys.stderr)
         return 130
     except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _error(e)
         return 3
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except ModuleNotFoundError as e:
+        missing = _missing_extra(e)
+        if missing is None:
+            raise
+        _error(
+            f"`tnlm-train {args.command}` needs the optional dependency {missing!r}; "
+            "install the models extra: pip install 'tnlm[models]'"
+        )
+        return 2
+    except (UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
+        _error(e)
         return 2

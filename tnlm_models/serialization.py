@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,14 @@ import torch
 
 from .config import MPOBertConfig
 
-__all__ = ["save_pretrained", "from_pretrained", "CONFIG_NAME", "WEIGHTS_NAME", "load_state"]
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "from_pretrained",
+    "load_state",
+    "read_json_object",
+    "save_pretrained",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,26 +49,90 @@ def save_pretrained(model: Any, directory: str | Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: p.detach().contiguous().cpu() for name, p in model.unique_named_parameters()}
     meta = {"format": "pt", "architecture": type(model).__name__}
-    tmp = directory / (WEIGHTS_NAME + ".tmp")
+    tmp = directory / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
     save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(directory / WEIGHTS_NAME)
+    _fsync(tmp)
+    os.replace(tmp, directory / WEIGHTS_NAME)
     cfg = {
         "architecture": type(model).__name__,
         "format_version": FORMAT_VERSION,
         "config": model.config.to_dict(),
     }
-    (directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    tmp = directory / f".{CONFIG_NAME}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(cfg, indent=2, sort_keys=True))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, directory / CONFIG_NAME)
     logger.info("saved %s to %s", type(model).__name__, directory)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _model_dir(path: Path) -> Path:
+    """The folder holding ``config.json``: ``path`` itself, or the checkpoint that a run
+    directory (or its ``checkpoints`` folder) names as best, else latest."""
+    if not path.exists():
+        raise FileNotFoundError(f"model path not found: {path}")
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file; expected a model folder or a run directory")
+    if (path / CONFIG_NAME).is_file():
+        return path
+    from .train.checkpoint import resolve_checkpoint
+
+    try:
+        ckpt = resolve_checkpoint(path, "best")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} is neither a model folder ({CONFIG_NAME} and {WEIGHTS_NAME}) nor a run "
+            "directory with checkpoints/index.json"
+        ) from None
+    # the index is a file we read: follow the name it gives only to a folder inside the run
+    root = ckpt.parent.resolve()
+    if not (ckpt.resolve().parent == root and (ckpt / CONFIG_NAME).is_file()):
+        raise ValueError(
+            f"the checkpoint index of {path} names {ckpt.name!r}, which is not a checkpoint "
+            f"folder of {root} holding {CONFIG_NAME}"
+        )
+    return ckpt
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; ``ValueError`` naming the file when it is not one."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); the file may be truncated") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(raw).__name__}")
+    return raw
 
 
 def _read_config(directory: Path) -> tuple[str, MPOBertConfig]:
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}")
-    raw = json.loads(path.read_text())
-    if "config" not in raw:
+    raw = read_json_object(path)
+    if not isinstance(raw.get("config"), dict):
         raise ValueError(f"{path} is not an MPO BERT config (no 'config' entry)")
     return str(raw.get("architecture", "")), MPOBertConfig.from_dict(raw["config"])
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path.parent}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({e}); it may be truncated or corrupt"
+        ) from None
 
 
 def load_state(model: Any, tensors: dict[str, torch.Tensor], *, strict: bool = True) -> None:
@@ -108,21 +180,26 @@ def from_pretrained(cls: Any, directory: str | Path, **config_overrides: Any) ->
     cls : type
         The model class to build.
     directory : str or Path
+        A folder written by ``save_pretrained`` (a checkpoint), or a run directory of the
+        trainer: its best checkpoint, else its latest.
     **config_overrides
         Config fields to change (e.g. ``num_labels=3``, ``hidden_dropout_prob=0.0``).
         Fields that change parameter shapes of the stored encoder fail on load.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``directory`` does not exist or is neither a model folder nor a run directory.
+    ValueError
+        If ``config.json`` is not JSON or ``model.safetensors`` is truncated or corrupt (the
+        file is named), or the stored tensors do not fit ``cls``.
     """
-    directory = Path(directory)
+    directory = _model_dir(Path(directory))
     arch, config = _read_config(directory)
     if config_overrides:
         config = config.replace(**config_overrides)
+    tensors = _load_weights(directory / WEIGHTS_NAME)
     model = cls(config)
-    from safetensors.torch import load_file
-
-    weights = directory / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {directory}")
-    tensors = load_file(str(weights))
     same_class = arch == cls.__name__
     if not same_class:
         # Keep only what the new class has in common with the stored one: the encoder.

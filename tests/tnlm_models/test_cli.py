@@ -93,9 +93,9 @@ def test_pretrain_finetune_evaluate_plot(files, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert rc == 0 and "fine-tuned MPOBertForSequenceClassification" in out
-    assert "valid mcc" in out
+    assert "valid Matthews corr." in out
 
-    assert main(["evaluate", str(fine), "--data", str(files["dev"])]) == 0
+    assert main(["evaluate", str(fine), "--data", str(files["dev"]), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert set(metrics) == {"loss", "accuracy", "f1", "mcc"}
 

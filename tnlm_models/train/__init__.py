@@ -11,6 +11,7 @@ from .evaluation import evaluate, evaluate_model
 from .loop import TrainResult, train
 from .optim import build_optimizer, parameter_groups
 from .plot import plot_run, read_metrics
+from .predict import predict
 from .schedule import lr_factor
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "lr_factor",
     "parameter_groups",
     "plot_run",
+    "predict",
     "read_metrics",
     "resolve_checkpoint",
     "save_checkpoint",

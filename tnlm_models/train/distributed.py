@@ -78,17 +78,28 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         return (
             torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
         )
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    available = ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(n_cuda)] if n_cuda else [])
     try:
         dev = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        # "meta" and other torch device types hold no data or are not supported by the
+        # trainer; training there fails much later with an obscure error
         raise ValueError(
-            f"unknown device {name!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
-        ) from None
+            f"device {name!r} cannot train a model; expected 'auto' or one of this "
+            f"machine's devices: {available}"
+        )
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available")
+        if not n_cuda:
+            raise ValueError(
+                f"device {name!r} requested but CUDA is not available; available: {available}"
+            )
         if dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
+        if dev.index >= n_cuda:
+            raise ValueError(f"device {name!r} does not exist; available: {available}")
     return dev
 
 

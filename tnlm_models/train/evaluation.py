@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -30,6 +29,7 @@ from ._support import (
 from .checkpoint import resolve_checkpoint
 from .config import TrainConfig
 from .distributed import DistEnv, all_reduce_sum, distributed_run
+from .predict import _read_json, has_labels
 
 __all__ = ["evaluate", "evaluate_model"]
 
@@ -126,22 +126,24 @@ def evaluate(
         Metrics (see :func:`evaluate_model`).
     """
     ckpt = resolve_checkpoint(checkpoint, "best")
-    saved: dict[str, Any] = {}
-    if (ckpt / "train_config.json").is_file():
-        saved = json.loads((ckpt / "train_config.json").read_text())
-        saved.pop("label_list", None)
+    saved = _read_json(ckpt / "train_config.json")
+    saved.pop("label_list", None)
     base = TrainConfig.from_dict(saved) if saved else TrainConfig()
     if config is not None:
         extra = _as_config(config, {}).to_dict()
         base = base.replace(**extra)
     cfg = base.replace(resume=False, **overrides)
-    state = (
-        json.loads((ckpt / "trainer_state.json").read_text())
-        if (ckpt / "trainer_state.json").is_file()
-        else {}
-    )
+    state = _read_json(ckpt / "trainer_state.json")
     if data is not None:
         cfg = cfg.replace(valid_data=_paths(data, "data"))
+    if cfg.task == "finetune":
+        for path in cfg.valid_data:
+            if not has_labels(cfg, path):
+                raise ValueError(
+                    f"{path} has no labels (an index column, as in GLUE test files), so it "
+                    f"cannot be evaluated; to label it run: tnlm-train predict {checkpoint} "
+                    f"--data {path} --out predictions.tsv"
+                )
     with distributed_run(cfg.device) as env:
         tok = WordPieceTokenizer.load(ckpt)
         raw = _read_raw(cfg, for_eval_only=True)

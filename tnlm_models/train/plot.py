@@ -3,25 +3,66 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 __all__ = ["plot_run", "read_metrics"]
 
+logger = logging.getLogger(__name__)
+
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """The records of ``run_dir/metrics.jsonl``."""
+    """The records of ``run_dir/metrics.jsonl``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the run has no ``metrics.jsonl``.
+    ValueError
+        If it holds no record, or a line is not a JSON object (file and line named).
+    """
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no metrics.jsonl in {run_dir}; is it a run directory?")
-    records = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if lineno == len(lines):  # a record cut short by a crash: the others stand
+                logger.warning("%s:%d: incomplete last record skipped", path, lineno)
+                continue
+            raise ValueError(f"{path}:{lineno}: not a JSON record ({e})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}:{lineno}: expected a JSON object, got {rec!r}")
+        records.append(rec)
     if not records:
         raise ValueError(f"{path} holds no record")
     return records
 
 
-def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+def _points(records: list[dict], key: str) -> tuple[list[Any], list[Any]]:
+    pts = [(r["step"], r[key]) for r in records if key in r and "step" in r]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_run(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    report: Callable[[str], None] | None = None,
+) -> list[Path]:
     """Write ``loss.png``, ``lr.png`` and (when validated) ``metrics.png``.
+
+    Each figure is titled with the run's name (its directory's name). A curve whose values
+    the records lack is left out and named through ``report``; a figure with no curve at
+    all is not written.
 
     Parameters
     ----------
@@ -29,57 +70,83 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         A run directory holding ``metrics.jsonl``.
     out_dir : path, optional
         Where the PNGs go; default ``run_dir/plots``.
+    report : callable, optional
+        Called with one message per missing curve; default: a logged warning.
 
     Returns
     -------
     list of Path
         The files written.
+
+    Raises
+    ------
+    ValueError
+        If the records hold nothing to plot (no loss, learning rate or metric).
     """
+    records = read_metrics(run_dir)
+    missing: list[str] = []
+    name = Path(run_dir).resolve().name
+    train = [r for r in records if r.get("split") == "train"]
+    valid = [r for r in records if r.get("split") == "valid"]
+    curves: dict[str, list[tuple[str, tuple[list, list], str]]] = {"loss": [], "lr": []}
+    for split, recs, style in (("train", train, "-"), ("validation", valid, "o-")):
+        pts = _points(recs, "loss")
+        if pts[0]:
+            curves["loss"].append((split, pts, style))
+        elif recs:
+            missing.append(
+                f"no 'loss' in the {split} records of {name}: its loss curve is left out"
+            )
+    pts = _points(train, "lr")
+    if pts[0]:
+        curves["lr"].append(("train", pts, "-"))
+    elif train:
+        missing.append(f"no 'lr' in the train records of {name}: lr.png is not written")
+    metric_names = sorted({k for r in valid for k in r} - {"step", "split", "loss"})
+    if not curves["loss"] and not curves["lr"] and not metric_names:
+        raise ValueError(
+            f"nothing to plot in {Path(run_dir) / 'metrics.jsonl'}: its records hold no "
+            "loss, lr or validation metric"
+        )
+    for message in missing:
+        (report or logger.warning)(message)
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_metrics(run_dir)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
-    train = [r for r in records if r.get("split") == "train"]
-    valid = [r for r in records if r.get("split") == "valid"]
     written: list[Path] = []
+    for key, ylabel in (("loss", "loss"), ("lr", "learning rate")):
+        if not curves[key]:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, (x, y), style in curves[key]:
+            ax.plot(x, y, style, label=label)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        if key == "loss":
+            ax.legend()
+        ax.grid(alpha=0.3)
+        fig.suptitle(name)
+        fig.tight_layout()
+        fig.savefig(out / f"{key}.png", dpi=100)
+        plt.close(fig)
+        written.append(out / f"{key}.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if train:
-        ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
-    if valid:
-        ax.plot([r["step"] for r in valid], [r["loss"] for r in valid], "o-", label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=100)
-    plt.close(fig)
-    written.append(out / "loss.png")
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["step"] for r in train], [r.get("lr", float("nan")) for r in train])
-    ax.set_xlabel("step")
-    ax.set_ylabel("learning rate")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "lr.png", dpi=100)
-    plt.close(fig)
-    written.append(out / "lr.png")
-
-    names = sorted({k for r in valid for k in r} - {"step", "split", "loss"})
-    if names:
-        fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.5), squeeze=False)
-        for ax, name in zip(axes[0], names):
-            pts = [(r["step"], r[name]) for r in valid if name in r]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
-            ax.set_title(name)
+    if metric_names:
+        fig, axes = plt.subplots(
+            1, len(metric_names), figsize=(4 * len(metric_names), 3.5), squeeze=False
+        )
+        for ax, metric in zip(axes[0], metric_names):
+            x, y = _points(valid, metric)
+            ax.plot(x, y, "o-")
+            ax.set_title(metric)
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
+        fig.suptitle(name)
         fig.tight_layout()
         fig.savefig(out / "metrics.png", dpi=100)
         plt.close(fig)
