@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -50,6 +51,7 @@ __all__ = [
 
 _EXTENSIONS = ".npy, .npz, .pt/.pth or .safetensors"
 _MAX_LISTED = 20  # names listed in one error line before "... and N more"
+_DEFLATE_MAX_RATIO = 1032  # deflate never expands data by more than this factor
 
 
 class CLIError(ValueError):
@@ -188,21 +190,29 @@ def _read_npz(path: str, key: str | None) -> tuple[Any, str, str | None]:
             )
         shapes: dict[str, tuple[int, ...]] = {}
         for name, info in members.items():
-            with zf.open(info) as m:
-                shape, dtype, _ = _npy_header(m, f"{path}[{name!r}]")
-                header_len = m.tell()
+            try:
+                with zf.open(info) as m:
+                    shape, dtype, _ = _npy_header(m, f"{path}[{name!r}]")
+                    header_len = m.tell()
+            except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+                raise CLIError(f"{path}: member {info.filename} is corrupt ({e})") from None
+            size = info.file_size  # as the archive claims; bounded by what is really stored
+            if info.compress_type == zipfile.ZIP_STORED:
+                size = min(size, info.compress_size)
+            elif info.compress_type == zipfile.ZIP_DEFLATED:
+                size = min(size, _DEFLATE_MAX_RATIO * info.compress_size + 1024)
             _check_declared(
                 path,
                 f"array {name!r} (shape {shape})",
                 math.prod(shape) * dtype.itemsize,
-                info.file_size - header_len,
+                size - header_len,
             )
             shapes[name] = shape
         name, note = _choose(shapes, key, path, "array")
     try:
         with np.load(path, allow_pickle=False) as f:
             return f[name], name, note
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as e:
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:
         raise CLIError(f"{path}: array {name!r} is unreadable ({_one_line(e)})") from None
 
 

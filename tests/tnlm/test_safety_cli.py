@@ -8,11 +8,13 @@ the test proves the decomposition never started.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +235,13 @@ def _write_inputs(tmp: Path, matrix: np.ndarray) -> None:
     (tmp / "garbage.npy").write_bytes(b"not a numpy file at all")
     np.savez(tmp / "two.npz", first=matrix, second=matrix.T)
     (tmp / "garbage.npz").write_bytes(b"PK but not really a zip")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)}
+    )
+    for name, method in [("stored", zipfile.ZIP_STORED), ("deflated", zipfile.ZIP_DEFLATED)]:
+        with zipfile.ZipFile(tmp / f"huge_{name}.npz", "w", compression=method) as zf:
+            zf.writestr("w.npy", header.getvalue() + b"\0" * 4096)
     tnlm.save(tnlm.mpo_decompose(matrix, 2), str(tmp / "saved_mpo.npz"))
     (tmp / "garbage.safetensors").write_bytes(b"garbage!garbage!")
     (tmp / "huge.safetensors").write_bytes((2**42).to_bytes(8, "little") + b"{}")
@@ -286,6 +295,16 @@ BAD_INPUTS = [
         r"two\.npz has no array 'third'; it has: first 16x12, second 12x16; name one with --key",
     ),
     (["{tmp}/garbage.npz", "--shape", "2"], r"garbage\.npz is not a valid \.npz archive \("),
+    (
+        ["{tmp}/huge_stored.npz", "--shape", "2"],
+        r"huge_stored\.npz is truncated or corrupt: array 'w' \(shape \(1000000, 1000000\)\) "
+        r"declares 8,000,000,000,000 bytes of data but only 4,096 bytes follow the header",
+    ),
+    (
+        ["{tmp}/huge_deflated.npz", "--shape", "2"],
+        r"huge_deflated\.npz is truncated or corrupt: array 'w' .* declares 8,000,000,000,000 "
+        r"bytes of data but only [\d,]+ bytes follow",
+    ),
     (
         ["{tmp}/saved_mpo.npz", "--shape", "2"],
         r"saved_mpo\.npz is an MPO saved by tnlm, not a matrix; read it with tnlm\.load",
