@@ -375,6 +375,19 @@ def load_matrix(path: str, key: str | None = None) -> Any:
     Every header is checked against the file's size before anything is allocated, nothing
     is unpickled, and bfloat16 ``.safetensors`` tensors are upcast to float32.
 
+    Parameters
+    ----------
+    path : str
+        The file; its extension selects the reader.
+    key : str, optional
+        The array's name in a ``.npz``, ``.pt`` state dict or ``.safetensors`` file. Without
+        it a file of several arrays must hold exactly one 2-D array.
+
+    Returns
+    -------
+    W : array, shape (rows, cols)
+        numpy, or torch for ``.pt``/``.pth`` files.
+
     Raises
     ------
     FileNotFoundError, IsADirectoryError
@@ -471,9 +484,17 @@ def _spectra_figure(mpo: MPO, source: str | None = None) -> Any:
 
 
 def plot_spectra(mpo: MPO, path: str, *, source: str | None = None) -> None:
-    """Write a plot of every bond's singular values (kept solid, discarded dashed) to
-    ``path``, in the format its extension names (png, pdf, svg, ...); the title names
-    ``source`` (the input file) when given."""
+    """Plot every bond's singular values, kept solid and discarded dashed.
+
+    Parameters
+    ----------
+    mpo : MPO
+        A decomposition that carries its truncation report.
+    path : str
+        Written in the format its extension names (png, pdf, svg, ...; png without one).
+    source : str, optional
+        The input the MPO came from, named in the title.
+    """
     fmt = os.path.splitext(path)[1].lower().lstrip(".") or "png"
     _spectra_figure(mpo, source).savefig(path, format=fmt, dpi=110)
 
@@ -554,13 +575,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("decompose", help="decompose a matrix into an MPO and report it")
     d.add_argument("file", help=f"matrix file: {_EXTENSIONS}")
-    d.add_argument("--key", help="array name inside a .npz, .pt state dict or .safetensors file")
+    d.add_argument(
+        "--key",
+        metavar="NAME",
+        help="array name inside a .npz, .pt state dict or .safetensors file",
+    )
     d.add_argument("--shape", required=True, help="n (cores) or ROWS x COLS, e.g. 4,4,3x4,8,6")
     d.add_argument("--bond-dim", help="cap for every bond, or one per bond (comma-separated)")
     d.add_argument("--tol", type=float, help="guaranteed relative Frobenius error, in (0, 1)")
     d.add_argument("--method", default="auto", choices=SVD_METHODS, help="SVD driver")
-    d.add_argument("--png", help="write the bond spectra plot here (.png, .pdf, .svg, ...)")
-    d.add_argument("--save", help="write the MPO to this .npz file (tnlm.load reads it)")
+    d.add_argument(
+        "--png", metavar="PATH", help="write the bond spectra plot here (.png, .pdf, .svg, ...)"
+    )
+    d.add_argument(
+        "--save", metavar="PATH", help="write the MPO to this .npz file (tnlm.load reads it)"
+    )
     d.add_argument("--force", action="store_true", help="overwrite existing output files")
     return p
 
