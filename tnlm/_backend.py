@@ -362,7 +362,7 @@ def _svd_torch(a: Any) -> tuple[Any, Any, Any]:
         log.warning("torch SVD did not converge on a %s matrix; retrying with gesvd", a.shape)
         if a.is_cuda:
             return torch.linalg.svd(a, full_matrices=False, driver="gesvd")
-        u, s, vh = _svd_numpy(a.detach().cpu().numpy())
+        u, s, vh = _svd_numpy(to_numpy(a))  # resolves lazy conj views (MPO.H cores)
         return (
             torch.as_tensor(u, device=a.device),
             torch.as_tensor(s, device=a.device),
