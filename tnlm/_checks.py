@@ -4,19 +4,69 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 from . import _backend as B
 from ._types import Array, BondDim
 
-__all__ = ["check_array", "check_bond_dims", "check_tol", "check_dims"]
+__all__ = [
+    "check_array",
+    "check_array_type",
+    "check_bond_dims",
+    "check_tol",
+    "check_dims",
+    "check_int",
+]
+
+
+def check_array_type(x: Any, name: str) -> None:
+    """``TypeError`` unless ``x`` is an array (it has ``shape`` and ``dtype``).
+
+    ``numpy.matrix`` is refused rather than converted: it keeps every result 2-D and makes
+    ``*`` a matrix product, so it cannot stand for a core, a vector or a tensor, and a silent
+    ``np.asarray`` would hand back a different type than the caller passed in. The message
+    says how to convert it.
+    """
+    if isinstance(x, np.matrix):
+        raise TypeError(
+            f"{name} is a numpy.matrix; expected a numpy.ndarray (np.matrix keeps results 2-D "
+            f"and makes * a matrix product): pass np.asarray({name})"
+        )
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an array (numpy, torch, ...); got {type(x).__name__}")
+
+
+def check_int(value: Any, name: str, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as a Python int: any integer scalar (``int``, ``np.int64``, a 0-d integer
+    tensor, ...); ``bool`` and floats (even integral ones) raise ``TypeError``. With ``low``
+    and/or ``high``, the value must lie in ``[low, high)`` (``ValueError`` otherwise)."""
+    if low is not None and high is not None:
+        expected = f"an int in [{low}, {high})"
+    elif low is not None:
+        expected = f"an int >= {low}"
+    else:
+        expected = "an int"
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be {expected}; got the bool {value!r}")
+    try:
+        out = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be {expected}; got {value!r} ({type(value).__name__})"
+        ) from None
+    if (low is not None and out < low) or (high is not None and out >= high):
+        raise ValueError(f"{name} must be {expected}; got {out}")
+    return out
 
 
 def check_array(x: Array, name: str, ndim: int | None = None) -> float:
     """Floating/complex dtype, expected ndim, non-empty, finite; returns ``||x||_F`` (the
     finiteness check and the norm share one pass over the data)."""
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise TypeError(f"{name} must be an array (numpy, torch, ...); got {type(x).__name__}")
+    check_array_type(x, name)
     if ndim is not None and len(x.shape) != ndim:
         raise ValueError(
             f"{name} must be {ndim}-D; got a {len(x.shape)}-D array of shape {tuple(x.shape)}"

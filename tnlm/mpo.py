@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ import opt_einsum as oe
 
 from . import _backend as B
 from . import _tt_ops as T
-from ._checks import check_bond_dims, check_tol
+from ._checks import check_array_type, check_bond_dims, check_int, check_tol
 from ._types import Array, BondDim
 from .contract import contract, contract_cost
 from .truncation import TruncationReport, check_method
@@ -69,8 +70,9 @@ def _validate_cores(cores: Sequence[Array], ndim: int, what: str) -> list[Array]
     layout = "(r_left, row, col, r_right)" if ndim == 4 else "(r_left, dim, r_right)"
     first = cores[0]
     for k, c in enumerate(cores):
-        if not hasattr(c, "shape"):
+        if not hasattr(c, "shape") or not hasattr(c, "dtype"):
             raise TypeError(f"core {k} is a {type(c).__name__}; expected an array")
+        check_array_type(c, f"core {k}")
         if len(c.shape) != ndim:
             raise ValueError(
                 f"core {k} has shape {_shape_of(c)}; expected {ndim}-D cores with layout {layout}"
@@ -160,42 +162,117 @@ class _TrainBase:
         """Dense entries divided by stored entries (> 1 means smaller than dense)."""
         return self._dense_size() / self.num_params
 
-    def _check_same_structure(self, other: Any, op: str) -> None:
+    def _coerce_train(self, other: Any, op: str, *, same_structure: bool = True) -> Any:
+        """``other`` checked as the second operand of ``op``: a train of the same class,
+        backend and dtype (and, unless ``same_structure`` is False, the same dims).
+
+        Every binary operation between trains goes through here, so they all refuse the same
+        things with the same messages. Dtypes are not promoted between trains (as torch
+        refuses ``float32 @ float64``): cast one operand's cores first.
+        """
+        mine = type(self).__name__
         if type(other) is not type(self):
-            raise TypeError(f"cannot {op} {type(self).__name__} and {type(other).__name__}")
-        if self._structure() != other._structure():
+            hint = " (use .to_dense() for dense arithmetic)" if hasattr(other, "shape") else ""
+            article = "an" if mine == "MPO" else "a"
+            raise TypeError(
+                f"cannot {op} {mine} and {type(other).__name__}; expected {article} {mine}{hint}"
+            )
+        if other.backend != self.backend:
+            raise TypeError(
+                f"cannot {op} a {self.backend} {mine} and a {other.backend} {mine}; expected "
+                "both in one backend"
+            )
+        if other.dtype != self.dtype:
+            raise TypeError(
+                f"cannot {op} {mine}s of dtype {B.dtype_name(self.cores[0])} and "
+                f"{B.dtype_name(other.cores[0])}; expected one dtype (cast the cores of one)"
+            )
+        if same_structure and self._structure() != other._structure():
             raise ValueError(
                 f"cannot {op}: structures differ ({self._structure()} vs {other._structure()})"
             )
+        return other
+
+    def _coerce_scalar(self, alpha: Any, op: str) -> Any:
+        """``alpha`` checked as the scalar of ``op`` (``*`` or ``/``): a Python or numpy
+        number, or a 0-d array of this train's backend."""
+        if isinstance(alpha, _TrainBase) or (hasattr(alpha, "shape") and len(alpha.shape) > 0):
+            what = type(alpha).__name__
+            if not isinstance(alpha, _TrainBase):
+                what += f" of shape {_shape_of(alpha)}"
+            raise TypeError(f"{op} takes a scalar; got {what} (use @ for products)")
+        if isinstance(alpha, np.generic) and self.backend != "numpy":
+            # other backends get the Python number: torch reads a numpy complex scalar as its
+            # real part (with only a warning), and treats numpy real scalars as Python ones
+            return alpha.item()
+        if isinstance(alpha, numbers.Number):
+            return alpha
+        if not hasattr(alpha, "shape") or not hasattr(alpha, "dtype"):
+            raise TypeError(
+                f"{op} takes a scalar (int, float, complex or a 0-d array); got "
+                f"{type(alpha).__name__}"
+            )
+        if B.backend_name(alpha) != self.backend:
+            raise TypeError(
+                f"{op} got a 0-d {B.backend_name(alpha)} array for a {self.backend} "
+                f"{type(self).__name__}; expected a Python number or a 0-d {self.backend} array"
+            )
+        if not B.is_torch(alpha) and np.dtype(alpha.dtype).kind not in "biufc":
+            raise TypeError(
+                f"{op} takes a numeric scalar; got a 0-d array of dtype {B.dtype_name(alpha)}"
+            )
+        return alpha
 
     def _structure(self) -> tuple[Any, ...]:
         raise NotImplementedError
 
     # -- algebra -----------------------------------------------------------------------------
     def __add__(self, other: Any) -> Any:
-        self._check_same_structure(other, "add")
+        other = self._coerce_train(other, "add")
         return self._from_merged(T.tt_add(self._merged(), other._merged()))
 
     def __sub__(self, other: Any) -> Any:
-        self._check_same_structure(other, "subtract")
+        other = self._coerce_train(other, "subtract")
         return self._from_merged(T.tt_add(self._merged(), (-1 * other)._merged()))
+
+    def __radd__(self, other: Any) -> Any:
+        # only reached for a non-train left operand (``x + mpo``): refused like ``mpo + x``
+        return self._coerce_train(other, "add")
+
+    def __rsub__(self, other: Any) -> Any:
+        return self._coerce_train(other, "subtract")
 
     def __neg__(self) -> Any:
         return -1 * self
 
+    def _scaled(self, alpha: Any, op: str) -> Any:
+        """``A * alpha`` or ``A / alpha`` (``op``), the factor applied to the central core.
+
+        The result's dtype is that of the same operation on ``A.to_dense()`` in the cores'
+        backend (numpy's or torch's promotion of a scalar with an array of the cores' dtype):
+        a Python float keeps float32, ``1j`` makes float64 complex128, ``np.float64`` makes a
+        numpy float32 MPO float64 under numpy 2 but keeps a torch one float32. Every other
+        core is cast to that dtype, so the cores always share one.
+        """
+        alpha = self._coerce_scalar(alpha, op)
+        cores = self._merged()
+        c = self.central_index
+        cores[c] = cores[c] * alpha if op == "*" else cores[c] / alpha
+        return self._from_merged([B.cast_like(x, cores[c]) for x in cores])
+
     def __mul__(self, alpha: Any) -> Any:
-        if isinstance(alpha, _TrainBase) or (hasattr(alpha, "shape") and len(alpha.shape) > 0):
-            raise TypeError(f"* takes a scalar; got {type(alpha).__name__} (use @ for products)")
-        return self._from_merged(T.tt_scale(self._merged(), alpha, self.central_index))
+        """``A * alpha`` for a scalar ``alpha`` (dtype promoted as by ``A.to_dense() * alpha``)."""
+        return self._scaled(alpha, "*")
 
     __rmul__ = __mul__
 
     def __truediv__(self, alpha: Any) -> Any:
-        return self * (1.0 / alpha)
+        """``A / alpha`` for a scalar ``alpha`` (dtype promoted as by ``A.to_dense() / alpha``)."""
+        return self._scaled(alpha, "/")
 
     def inner(self, other: Any) -> Array:
         """Frobenius inner product ``sum(conj(self) * other)`` without densifying (0-d array)."""
-        self._check_same_structure(other, "take the inner product of")
+        other = self._coerce_train(other, "take the inner product of")
         return T.tt_inner(self._merged(), other._merged())
 
     def norm(self) -> Array:
@@ -210,7 +287,8 @@ class _TrainBase:
 
     def _check_center(self, center: int) -> int:
         n = len(self.cores)
-        if isinstance(center, bool) or not isinstance(center, int) or not -n <= center < n:
+        center = check_int(center, "center")
+        if not -n <= center < n:
             raise ValueError(f"center must be an int in [0, {n}); got {center!r}")
         return center % n
 
@@ -243,13 +321,7 @@ class _TrainBase:
 
     def bond_entropies(self) -> list[float]:
         """Von Neumann entropy ``-sum p log p`` with ``p = s**2 / sum s**2`` at every bond."""
-        out = []
-        for s in self.bond_singular_values():
-            p = B.to_numpy(s).astype("float64") ** 2
-            tot = p.sum()
-            p = p[p > 0] / tot if tot > 0 else p[:0]
-            out.append(float(-(p * np.log(p)).sum()))
-        return out
+        return [T.spectrum_entropy(s) for s in self.bond_singular_values()]
 
     def copy(self) -> Any:
         return self._from_merged(
@@ -423,7 +495,35 @@ class MPO(_TrainBase):
         Returns ``{"cores": ..., "dense": ...}``: contracting x through the cores in the
         FLOP-optimal order, and rebuilding W then one GEMM.
         """
+        if batch is not None:
+            batch = check_int(batch, "batch", low=1)
         return dict(_apply_costs(tuple(_shape_of(c) for c in self.cores), batch))
+
+    def _coerce_vector(self, x: Any, name: str = "x") -> Array:
+        """``x`` checked as the array operand of ``apply`` / ``@``: an array (not a list or
+        ``np.matrix``) of the cores' backend.
+
+        Its dtype must be the cores' or one that promotes to it (float32 ``x`` for a float64
+        MPO, real ``x`` for a complex one): ``x`` is then cast, and the result has the dtype
+        numpy would give. A dtype the cores would have to be promoted to (float64 ``x`` for a
+        float32 MPO) raises ``TypeError``, as torch does for ``float32 @ float64``.
+        """
+        check_array_type(x, name)
+        if B.backend_name(x) != self.backend:
+            raise TypeError(
+                f"{name} is a {B.backend_name(x)} array but the MPO's cores are {self.backend}; "
+                f"expected a {self.backend} array (convert {name}, or the cores)"
+            )
+        if x.dtype == self.dtype:
+            return x
+        core = self.cores[0]
+        promoted = B.zeros_like_shape((), x) * B.zeros_like_shape((), core)
+        if promoted.dtype != self.dtype:
+            raise TypeError(
+                f"{name} has dtype {B.dtype_name(x)} but the MPO has dtype {B.dtype_name(core)}; "
+                f"expected {B.dtype_name(core)} or a dtype that promotes to it (cast one of them)"
+            )
+        return B.cast_like(x, core)
 
     def apply(self, x: Array, *, method: str = "auto") -> Array:
         """``W @ x`` without forming W unless that is cheaper.
@@ -444,6 +544,7 @@ class MPO(_TrainBase):
         """
         if method not in APPLY_METHODS:
             raise ValueError(f"unknown method={method!r}; expected one of {APPLY_METHODS}")
+        x = self._coerce_vector(x)
         nd = len(x.shape)
         i, j = self.shape
         if nd not in (1, 2) or int(x.shape[0]) != j:
@@ -469,6 +570,7 @@ class MPO(_TrainBase):
 
     def __rmatmul__(self, other: Any) -> Any:
         """``x @ W`` for x of shape (batch, I) or (I,): computed as ``(W^T @ x^T)^T``."""
+        other = self._coerce_vector(other)
         if len(other.shape) == 1:
             return self.T.apply(other)
         return self.T.apply(other.T).T
@@ -480,6 +582,7 @@ class MPO(_TrainBase):
         """
         if not isinstance(other, MPO):
             raise TypeError(f"matmul takes an MPO; got {type(other).__name__}")
+        self._coerce_train(other, "multiply", same_structure=False)
         if self.col_dims != other.row_dims:
             raise ValueError(
                 f"cannot multiply: left col_dims {self.col_dims} != right row_dims {other.row_dims}"
