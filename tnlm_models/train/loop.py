@@ -18,7 +18,6 @@ one (bit for bit on CPU).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -56,7 +55,9 @@ from ._support import (
 )
 from .checkpoint import (
     capture_rng_state,
+    check_finite,
     load_model_weights,
+    load_training_state,
     read_index,
     resolve_checkpoint,
     restore_rng_state,
@@ -73,6 +74,13 @@ from .distributed import (
 )
 from .evaluation import evaluate_model
 from .optim import build_optimizer
+from .runs import (
+    METRICS_FILE,
+    append_metrics,
+    find_resume_checkpoint,
+    prepare_run_dir,
+    truncate_metrics,
+)
 from .schedule import lr_factor
 
 __all__ = ["TrainResult", "train"]
@@ -174,6 +182,46 @@ def train(
         return _train(model_or_config, cfg, env, callbacks)
 
 
+_ERRORS: dict[str, type[Exception]] = {
+    "ValueError": ValueError,
+    "FileNotFoundError": FileNotFoundError,
+}
+
+
+def _prepare_run(
+    run_dir: Path, cfg: TrainConfig, env: DistEnv
+) -> tuple[Path | None, tuple[dict[str, Any], dict[str, Any]] | None]:
+    """Check and mark the run folder, find the checkpoint to resume from (rank 0 decides).
+
+    Returns the checkpoint and its ``(trainer_state, optimizer and RNG state)``, or
+    ``(None, None)`` for a new run. Rank 0's error is raised on every process.
+    """
+    found: tuple[Path, dict[str, Any], dict[str, Any]] | None = None
+    verdict: tuple[str, str] = ("ok", "")
+    if env.is_main:
+        try:
+            prepare_run_dir(run_dir, resume=cfg.resume, task=cfg.task)
+            if cfg.resume:
+                target = run_dir if cfg.resume is True else Path(str(cfg.resume))
+                if not target.exists():
+                    raise FileNotFoundError(f"resume requested but no checkpoint found in {target}")
+                found = find_resume_checkpoint(target, env.device)
+                verdict = ("ok", str(found[0]))
+        except (ValueError, FileNotFoundError) as e:
+            if not env.distributed:
+                raise
+            verdict = (type(e).__name__, str(e))
+    verdict = broadcast_object(verdict, env)
+    if verdict[0] != "ok":
+        raise _ERRORS[verdict[0]](verdict[1])
+    if not verdict[1]:
+        return None, None
+    ckpt = Path(verdict[1])
+    if found is not None:
+        return ckpt, (found[1], found[2])
+    return ckpt, load_training_state(ckpt, env.device)
+
+
 def _new_window() -> dict[str, float]:
     """Accumulators of one logging window (wall and process CPU clocks started now)."""
     return {
@@ -197,21 +245,8 @@ def _train(
     run_dir = Path(cfg.output_dir) if cfg.output_dir else Path("runs") / run_name
     run_dir = Path(all_gather_objects(str(run_dir), env)[0])
 
-    # ---- where the weights come from
-    resume_ckpt: Path | None = None
-    if cfg.resume:
-        target = run_dir if cfg.resume is True else Path(str(cfg.resume))
-        try:
-            resume_ckpt = resolve_checkpoint(target, "latest")
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"resume requested but no checkpoint found in {target}"
-            ) from None
-    elif read_index(run_dir / "checkpoints"):
-        raise ValueError(
-            f"{run_dir} already holds checkpoints; pass resume=True to continue that run or "
-            "choose another output_dir"
-        )
+    # ---- the run folder (checked and marked by rank 0), where the weights come from
+    resume_ckpt, resume_state = _prepare_run(run_dir, cfg, env)
     source: Path | None = resume_ckpt
     if source is None and isinstance(model_or_config, str | os.PathLike):
         source = resolve_checkpoint(model_or_config, "best")
@@ -279,9 +314,9 @@ def _train(
     # ---- resume state
     start_step = 0
     best_ckpt: Path | None = None
-    if resume_ckpt is not None:
-        state = json.loads((resume_ckpt / "trainer_state.json").read_text())
-        saved = torch.load(resume_ckpt / "optimizer.pt", map_location=env.device, weights_only=True)
+    if resume_ckpt is not None and resume_state is not None:
+        state, saved = resume_state
+        resume_state = None
         optimizer.load_state_dict(saved["optimizer"])
         start_step = int(state["step"])
         rng = saved["rng"]
@@ -303,22 +338,14 @@ def _train(
     if start_step >= total_steps:
         logger.warning("nothing to do: step %d >= total steps %d", start_step, total_steps)
 
-    metrics_path = run_dir / "metrics.jsonl"
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume_ckpt is not None and metrics_path.is_file():
-            kept = [
-                ln
-                for ln in metrics_path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= start_step
-            ]
-            metrics_path.write_text("".join(ln + "\n" for ln in kept))
+    metrics_path = run_dir / METRICS_FILE
+    if env.is_main and resume_ckpt is not None:
+        truncate_metrics(metrics_path, start_step)
     barrier(env)
 
     def log_record(rec: dict[str, Any]) -> None:
         if env.is_main:
-            with open(metrics_path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(rec) + "\n")
+            append_metrics(metrics_path, rec)
 
     train_cfg_record = {
         **cfg.to_dict(),
@@ -329,9 +356,17 @@ def _train(
     }
 
     last_ckpt: Path | None = None
+    good_ckpt: Path | None = resume_ckpt  # the last checkpoint known to hold finite weights
 
     def save(step: int, metrics: dict[str, float] | None, train_loss: float | None) -> Path | None:
-        nonlocal best_ckpt, last_ckpt
+        nonlocal best_ckpt, last_ckpt, good_ckpt
+        try:  # on every process (their weights are equal), so that all stop together
+            check_finite(model, step, train_loss)
+        except FloatingPointError as e:
+            raise FloatingPointError(
+                f"{e}. Last good checkpoint: {good_ckpt or 'none written yet'}. Lower "
+                "learning_rate, enable max_grad_norm or check the data"
+            ) from None
         rng_states = all_gather_objects(capture_rng_state(), env)
         path = None
         if env.is_main:
@@ -357,7 +392,7 @@ def _train(
             )
             idx = read_index(run_dir / "checkpoints")
             best_ckpt = run_dir / "checkpoints" / idx["best"] if idx.get("best") else None
-            last_ckpt = path
+            last_ckpt = good_ckpt = path
         barrier(env)
         return path
 
@@ -384,15 +419,8 @@ def _train(
     params = [p for p in model.parameters() if p.requires_grad]
 
     from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    bar = tqdm(
-        total=total_steps,
-        initial=start_step,
-        disable=not (cfg.progress and env.is_main),
-        dynamic_ncols=True,
-        file=sys.stderr,
-        desc=cfg.task,
-    )
     logger.info(
         "%s: %d unique parameters, %d train / %d valid examples, steps %d..%d, %d process(es)",
         cfg.task,
@@ -410,101 +438,121 @@ def _train(
     train_loss: float | None = None
     final_metrics: dict[str, float] = {}
     runner.train()
+    bar = tqdm(
+        total=total_steps,
+        initial=start_step,
+        disable=not (cfg.progress and env.is_main),
+        dynamic_ncols=True,
+        file=sys.stderr,
+        desc=cfg.task,
+    )
+    # while the bar is shown, log lines go through tqdm.write, so they do not tear it
+    redirect = (
+        logging_redirect_tqdm(tqdm_class=tqdm) if not bar.disable else contextlib.nullcontext()
+    )
     step = start_step
-    for step in range(start_step, total_steps):
-        t0 = time.perf_counter()
-        micro = [next(it) for _ in range(accum)]
-        t1 = time.perf_counter()
-        counts = [_count(b, cfg.task) for b in micro]
-        total = all_reduce_sum(torch.tensor([float(sum(counts))], dtype=torch.float64), env)
-        n_global = float(total[0])
-        if n_global <= 0:
-            raise ValueError(f"step {step}: the global batch has no target token")
-        factor = lr_factor(step, total_steps, cfg.warmup_steps, cfg.lr_schedule, cfg.min_lr_ratio)
-        lr = cfg.learning_rate * factor
-        for g in optimizer.param_groups:
-            g["lr"] = lr * g["lr_scale"]
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        n_tokens = 0
-        for m, batch in enumerate(micro):
-            n_tokens += int(batch["attention_mask"].sum())
-            batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
-            sync = (
-                cast(Any, runner).no_sync()
-                if env.distributed and m < accum - 1
-                else contextlib.nullcontext()
+    with bar, redirect:
+        for step in range(start_step, total_steps):
+            t0 = time.perf_counter()
+            micro = [next(it) for _ in range(accum)]
+            t1 = time.perf_counter()
+            counts = [_count(b, cfg.task) for b in micro]
+            total = all_reduce_sum(torch.tensor([float(sum(counts))], dtype=torch.float64), env)
+            n_global = float(total[0])
+            if n_global <= 0:
+                raise ValueError(f"step {step}: the global batch has no target token")
+            factor = lr_factor(
+                step, total_steps, cfg.warmup_for(total_steps), cfg.lr_schedule, cfg.min_lr_ratio
             )
-            with sync:
-                with autocast:
-                    out = runner(**batch)
-                weight = counts[m] * env.world_size / n_global
-                (out.loss * weight).backward()
-            loss_sum += out.loss.detach().double().cpu() * counts[m]
-        if cfg.max_grad_norm > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-        else:
-            grad_norm = float(
-                torch.linalg.vector_norm(
-                    torch.stack([p.grad.detach().norm() for p in params if p.grad is not None])
+            lr = cfg.learning_rate * factor
+            for g in optimizer.param_groups:
+                g["lr"] = lr * g["lr_scale"]
+            loss_sum = torch.zeros((), dtype=torch.float64)
+            n_tokens = 0
+            for m, batch in enumerate(micro):
+                n_tokens += int(batch["attention_mask"].sum())
+                batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
+                sync = (
+                    cast(Any, runner).no_sync()
+                    if env.distributed and m < accum - 1
+                    else contextlib.nullcontext()
                 )
+                with sync:
+                    with autocast:
+                        out = runner(**batch)
+                    weight = counts[m] * env.world_size / n_global
+                    (out.loss * weight).backward()
+                loss_sum += out.loss.detach().double().cpu() * counts[m]
+            if cfg.max_grad_norm > 0:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            else:
+                grad_norm = float(
+                    torch.linalg.vector_norm(
+                        torch.stack([p.grad.detach().norm() for p in params if p.grad is not None])
+                    )
+                )
+            stats = all_reduce_sum(
+                torch.tensor([float(loss_sum), float(n_tokens)], dtype=torch.float64), env
             )
-        stats = all_reduce_sum(
-            torch.tensor([float(loss_sum), float(n_tokens)], dtype=torch.float64), env
-        )
-        loss = float(stats[0]) / n_global
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            loss = float(stats[0]) / n_global
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                optimizer.zero_grad(set_to_none=True)
+                raise FloatingPointError(
+                    f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step "
+                    f"{step + 1}; training stopped before the update. Last good checkpoint: "
+                    f"{good_ckpt or 'none written yet'}. Lower learning_rate, enable "
+                    "max_grad_norm or check the data"
+                )
+            optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            idx = read_index(run_dir / "checkpoints")
-            last = run_dir / "checkpoints" / idx["latest"] if idx.get("latest") else None
-            raise FloatingPointError(
-                f"non-finite training loss ({loss}) or gradient norm ({grad_norm}) at step "
-                f"{step + 1}; training stopped before the update. Last good checkpoint: "
-                f"{last if last else 'none written yet'}. Lower learning_rate, enable "
-                "max_grad_norm or check the data"
-            )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        t2 = time.perf_counter()
-        done = step + 1
-        tokens_seen += int(stats[1])
-        window["loss"] += loss
-        window["n"] += 1
-        window["tokens"] += int(stats[1])
-        window["data"] += t1 - t0
-        window["compute"] += t2 - t1
-        record = {"step": done, "split": "train", "loss": loss, "lr": lr, "grad_norm": grad_norm}
-        bar.update(1)
-        if cfg.log_every and (done % cfg.log_every == 0 or done == total_steps):
-            elapsed = time.perf_counter() - window["t0"]
-            train_loss = window["loss"] / window["n"]
-            record.update(
-                loss=train_loss,
-                tokens_per_s=window["tokens"] / max(elapsed, 1e-9),
-                data_time_s=window["data"],
-                compute_time_s=window["compute"],
-                cpu_time_s=time.process_time() - window["cpu0"],
-                tokens=window["tokens"],
-                epoch=step // batcher.steps_per_epoch,
-            )
-            log_record(record)
-            bar.set_postfix(
-                loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}"
-            )
-            window = _new_window()
-        elif not cfg.log_every or train_loss is None:
-            train_loss = loss
-        is_last = done == total_steps
-        metrics = None
-        if valid_ds is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or is_last):
-            metrics = evaluate_model(model, valid_ds, cfg, tok, env)
-            final_metrics = metrics
-            log_record({"step": done, "split": "valid", **metrics})
-            logger.info("step %d validation: %s", done, metrics)
-        if (cfg.save_every and done % cfg.save_every == 0) or is_last:
-            save(done, metrics, train_loss)
-        for cb in callbacks:
-            cb(record)
-    bar.close()
+            t2 = time.perf_counter()
+            done = step + 1
+            tokens_seen += int(stats[1])
+            window["loss"] += loss
+            window["n"] += 1
+            window["tokens"] += int(stats[1])
+            window["data"] += t1 - t0
+            window["compute"] += t2 - t1
+            record = {
+                "step": done,
+                "split": "train",
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+            }
+            bar.update(1)
+            if cfg.log_every and (done % cfg.log_every == 0 or done == total_steps):
+                elapsed = time.perf_counter() - window["t0"]
+                train_loss = window["loss"] / window["n"]
+                record.update(
+                    loss=train_loss,
+                    tokens_per_s=window["tokens"] / max(elapsed, 1e-9),
+                    data_time_s=window["data"],
+                    compute_time_s=window["compute"],
+                    cpu_time_s=time.process_time() - window["cpu0"],
+                    tokens=window["tokens"],
+                    epoch=step // batcher.steps_per_epoch,
+                )
+                log_record(record)
+                bar.set_postfix(
+                    loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}"
+                )
+                window = _new_window()
+            elif not cfg.log_every or train_loss is None:
+                train_loss = loss
+            is_last = done == total_steps
+            metrics = None
+            if valid_ds is not None and cfg.evaluates_after(
+                done, total_steps, batcher.steps_per_epoch
+            ):
+                metrics = evaluate_model(model, valid_ds, cfg, tok, env)
+                final_metrics = metrics
+                log_record({"step": done, "split": "valid", **metrics})
+                logger.info("step %d validation: %s", done, metrics)
+            if (cfg.save_every and done % cfg.save_every == 0) or is_last:
+                save(done, metrics, train_loss)
+            for cb in callbacks:
+                cb(record)
     if start_step >= total_steps and last_ckpt is None and resume_ckpt is not None:
         last_ckpt = resume_ckpt
     if env.distributed:
