@@ -20,8 +20,11 @@ Text layouts
 
 from __future__ import annotations
 
+import codecs
 import logging
+import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,23 +36,35 @@ import torch
 from .tokenization import WordPieceTokenizer
 
 __all__ = [
+    "BINARY_SIGNATURES",
     "EVAL_EPOCH",
+    "GLUE_LAYOUTS",
     "TEXT_FORMATS",
     "ClassificationCollator",
     "ClassificationDataset",
     "GlueExamples",
     "GlueLayout",
+    "GlueTestExamples",
     "KeyedDataset",
     "MLMCollator",
     "StepBatcher",
     "TokenDataset",
+    "binary_reason",
     "build_mlm_dataset",
+    "check_class_labels",
+    "check_encoding",
+    "check_label_list",
+    "decode_text",
     "default_corpus",
     "detect_glue_layout",
     "encode_classification",
     "eval_batches",
+    "infer_label_list",
+    "normalize_label",
+    "read_glue_test_tsv",
     "read_glue_tsv",
     "read_text",
+    "read_text_file",
     "split_documents",
     "train_batches",
 ]
@@ -84,6 +99,140 @@ def default_corpus() -> list[str]:
     return paragraphs
 
 
+#: bytes of a file's head examined to tell a binary file from text
+SNIFF_BYTES = 8192
+#: magic numbers of common binary formats (a file starting with one is never read as text)
+BINARY_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\xfd7zXZ\x00", "an xz archive"),
+    (b"(\xb5/\xfd", "a zstd archive"),
+    (b"7z\xbc\xaf'\x1c", "a 7z archive"),
+    (b"\x7fELF", "an ELF executable"),
+    (b"\x93NUMPY", "a numpy array"),
+)
+_WIDE_BOMS = (
+    codecs.BOM_UTF32_LE,
+    codecs.BOM_UTF32_BE,
+    codecs.BOM_UTF16_LE,
+    codecs.BOM_UTF16_BE,
+)
+
+
+def check_encoding(encoding: object) -> str:
+    """The canonical name of a text encoding (``"utf-8"``, ``"latin-1"`` -> ``"iso8859-1"``).
+
+    Raises
+    ------
+    TypeError
+        If ``encoding`` is not a str.
+    ValueError
+        If Python knows no text codec of that name.
+    """
+    if not isinstance(encoding, str):
+        raise TypeError(f"encoding must be a str such as 'utf-8', got {type(encoding).__name__}")
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(
+            f"unknown text encoding {encoding!r}; use a Python codec name such as 'utf-8', "
+            "'latin-1' or 'cp1252'"
+        ) from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise ValueError(f"encoding {encoding!r} is not a text encoding (it maps bytes to bytes)")
+    return info.name
+
+
+def binary_reason(head: bytes, encoding: str = "utf-8") -> str | None:
+    """Why ``head`` (the first bytes of a file) is not text, or None if it may be.
+
+    A file is binary when it starts with a known magic number
+    (:data:`BINARY_SIGNATURES`) or, for an 8-bit or UTF-8 encoding, holds a NUL byte.
+    """
+    for magic, what in BINARY_SIGNATURES:
+        if head.startswith(magic):
+            return f"it is {what}"
+    wide = check_encoding(encoding).startswith(("utf-16", "utf-32"))
+    if not wide and not head.startswith(_WIDE_BOMS):
+        nul = head.find(b"\x00")
+        if nul >= 0:
+            return f"it holds a NUL byte at offset {nul}"
+    return None
+
+
+def decode_text(data: bytes, path: str | os.PathLike, encoding: str = "utf-8") -> str:
+    """Decode the bytes of a text file strictly, dropping a leading byte-order mark.
+
+    Raises
+    ------
+    ValueError
+        On bytes that are not valid in ``encoding``: the message names the file, the byte
+        offset and the line, and says to pass ``encoding=``.
+    """
+    codec = check_encoding(encoding)
+    start = 0
+    if codec == "utf-8":
+        if data.startswith(_WIDE_BOMS):
+            raise ValueError(
+                f"file {os.fspath(path)} is UTF-16 or UTF-32 text (it starts with that "
+                "byte-order mark), not utf-8; pass encoding='utf-16' (or 'utf-32')"
+            )
+        if data.startswith(codecs.BOM_UTF8):
+            start = len(codecs.BOM_UTF8)
+    try:
+        text = data[start:].decode(codec)
+    except UnicodeDecodeError as e:
+        offset = start + e.start
+        line = data.count(b"\n", 0, offset) + 1
+        bad = data[offset : offset + min(max(e.end - e.start, 1), 4)]
+        raise ValueError(
+            f"file {os.fspath(path)} is not valid {encoding} at byte {offset} (line {line}, "
+            f"bytes {bad!r}); pass encoding='...' with the file's encoding "
+            "(e.g. encoding='latin-1' or 'cp1252')"
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _read_unless_binary(path: Path, encoding: str) -> tuple[bytes, str | None]:
+    """The bytes of ``path``, or ``(b"", reason)`` for a binary file (only its head read)."""
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+        reason = binary_reason(head, encoding)
+        if reason is not None:
+            return b"", reason
+        return head + fh.read(), None
+
+
+def read_text_file(path: str | os.PathLike, *, encoding: str = "utf-8") -> str:
+    """The whole text of one file, read strictly (see :func:`decode_text`).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is binary (:func:`binary_reason`) or not valid in ``encoding``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"data file not found: {p}")
+    data, reason = _read_unless_binary(p, encoding)
+    if reason is not None:
+        raise ValueError(f"file {p} is not a text file ({reason}); expected {encoding} text")
+    return decode_text(data, p, encoding)
+
+
+def _split_lines(text: str) -> list[str]:
+    # universal newlines (\n, \r\n, \r), as text-mode files; not str.splitlines, which
+    # also splits at form feeds and Unicode separators inside a line
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def _text_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
@@ -99,13 +248,23 @@ def _text_files(path: Path) -> list[Path]:
     raise FileNotFoundError(f"data path not found: {path}")
 
 
-def read_text(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+def read_text(
+    paths: str | os.PathLike | Sequence[str | os.PathLike], *, encoding: str = "utf-8"
+) -> list[str]:
     """Read the non-empty lines of text files, or of every file under folders.
+
+    Files are decoded strictly (a leading byte-order mark is dropped): a byte that is not
+    valid in ``encoding`` is an error naming the file, the byte offset and the line, never
+    a silently replaced character. Binary files (:func:`binary_reason`: a known magic
+    number, or a NUL byte in the first :data:`SNIFF_BYTES` bytes) found in a folder are
+    skipped with a warning; a binary file named explicitly is an error.
 
     Parameters
     ----------
     paths : path or sequence of paths
         Files, or folders read recursively in sorted order (hidden files skipped).
+    encoding : str, default "utf-8"
+        Text encoding of every file.
 
     Returns
     -------
@@ -117,20 +276,40 @@ def read_text(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[st
     FileNotFoundError
         If a path does not exist.
     ValueError
-        If no path is given, or the files hold no text.
+        If no path is given, the files hold no text, a named file is binary, or a file is
+        not valid in ``encoding``.
     """
+    check_encoding(encoding)
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     if len(paths) == 0:
         raise ValueError("no data files given")
     docs: list[str] = []
     for p in paths:
-        for f in _text_files(Path(p)):
-            with open(f, encoding="utf-8", errors="replace") as fh:
-                n_before = len(docs)
-                docs.extend(line.strip() for line in fh if line.strip())
-            if len(docs) == n_before:
+        root = Path(p)
+        files = _text_files(root)
+        skipped: list[str] = []
+        for f in files:
+            data, reason = _read_unless_binary(f, encoding)
+            if reason is not None:
+                if f == root:
+                    raise ValueError(
+                        f"data file {f} is not a text file ({reason}); expected {encoding} "
+                        "text, one document per line"
+                    )
+                logger.warning(
+                    "skipping %s in data folder %s: not a text file (%s)", f, root, reason
+                )
+                skipped.append(f.name)
+                continue
+            lines = [ln.strip() for ln in _split_lines(decode_text(data, f, encoding))]
+            if not any(lines):
                 logger.warning("data file %s holds no text", f)
+            docs.extend(ln for ln in lines if ln)
+        if skipped and len(skipped) == len(files):
+            raise ValueError(
+                f"data folder {root} holds no text file (skipped as binary: {skipped[:5]})"
+            )
     if not docs:
         raise ValueError(f"data files are empty (no non-blank line): {[str(p) for p in paths]}")
     return docs
@@ -238,8 +417,10 @@ def build_mlm_dataset(
 class GlueLayout:
     """Where the fields of a GLUE-style TSV file are.
 
-    Columns are indices (int) or header names (str); ``text_b`` is None for single
-    sentences.
+    Columns are indices (int) or header names (str). ``text_b`` is None for single
+    sentences, ``label`` is None for unlabeled (test) files, and ``index`` is the column of
+    example ids that GLUE files carry (used when present; else an example's id is its
+    0-based position).
     """
 
     name: str
@@ -247,21 +428,52 @@ class GlueLayout:
     text_a: int | str
     text_b: int | str | None
     label: int | str | None
+    index: int | str | None = None
+
+    @property
+    def labeled(self) -> bool:
+        """Whether the layout has a label column (train and dev files, not test files)."""
+        return self.label is not None
 
 
-#: known layouts, recognised by :func:`detect_glue_layout`
-KNOWN_LAYOUTS = {
-    "sst-2": GlueLayout("sst-2", header=True, text_a="sentence", text_b=None, label="label"),
-    "cola": GlueLayout("cola", header=False, text_a=3, text_b=None, label=1),
-    "pair": GlueLayout("pair", header=True, text_a="sentence1", text_b="sentence2", label="label"),
-}
+#: The GLUE layouts, in the order :func:`detect_glue_layout` tries them: the first whose
+#: text and label columns are all in the header wins, so the specific layouts come first
+#: and the unlabeled (test-file) layouts last.
+GLUE_LAYOUTS: tuple[GlueLayout, ...] = (
+    # CoLA train/dev: no header; source, label, author's label, sentence
+    GlueLayout("cola", header=False, text_a=3, text_b=None, label=1),
+    # Quality, #1 ID, #2 ID, #1 String, #2 String
+    GlueLayout("mrpc", True, "#1 String", "#2 String", "Quality"),
+    # id, qid1, qid2, question1, question2, is_duplicate
+    GlueLayout("qqp", True, "question1", "question2", "is_duplicate", "id"),
+    # index, promptID, pairID, genre, ... parses ..., sentence1, sentence2, label1, ...
+    # gold_label (train, dev_matched, dev_mismatched)
+    GlueLayout("mnli", True, "sentence1", "sentence2", "gold_label", "index"),
+    # index, genre, filename, year, old_index, source1, source2, sentence1, sentence2, score
+    GlueLayout("sts-b", True, "sentence1", "sentence2", "score", "index"),
+    # index, question, sentence, label
+    GlueLayout("qnli", True, "question", "sentence", "label", "index"),
+    # index, sentence1, sentence2, label: RTE and WNLI
+    GlueLayout("pair", True, "sentence1", "sentence2", "label", "index"),
+    # sentence, label
+    GlueLayout("sst-2", True, "sentence", None, "label"),
+    # test files: the same texts, no label
+    GlueLayout("mrpc-test", True, "#1 String", "#2 String", None, "index"),
+    GlueLayout("qqp-test", True, "question1", "question2", None, "id"),
+    GlueLayout("qnli-test", True, "question", "sentence", None, "index"),
+    # STS-B, MNLI (test_matched, test_mismatched), RTE, WNLI, AX
+    GlueLayout("pair-test", True, "sentence1", "sentence2", None, "index"),
+    # SST-2 and CoLA: index, sentence
+    GlueLayout("single-test", True, "sentence", None, None, "index"),
+)
+#: the layouts by name
+KNOWN_LAYOUTS: dict[str, GlueLayout] = {layout.name: layout for layout in GLUE_LAYOUTS}
+
+_INT_LABEL = re.compile(r"[+-]?[0-9]+")
 
 
-def _read_tsv_rows(path: Path) -> list[list[str]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        rows = [line.rstrip("\r\n").split("\t") for line in fh]
+def _read_tsv_rows(path: Path, encoding: str = "utf-8") -> list[list[str]]:
+    rows = [line.split("\t") for line in _split_lines(read_text_file(path, encoding=encoding))]
     while rows and rows[-1] == [""]:
         rows.pop()
     if not rows:
@@ -269,9 +481,31 @@ def _read_tsv_rows(path: Path) -> list[list[str]]:
     return rows
 
 
-def detect_glue_layout(path: str | os.PathLike) -> GlueLayout:
-    """Recognise the SST-2 (``sentence\\tlabel`` header), CoLA (four columns, no header)
-    and sentence-pair (``sentence1``, ``sentence2``, ``label`` header) layouts.
+def _match_layout(first: Sequence[str]) -> GlueLayout | None:
+    names = {c.strip() for c in first}
+    for layout in GLUE_LAYOUTS:
+        if not layout.header:
+            if len(first) == 4 and first[1].strip() in ("0", "1"):
+                return layout
+            continue
+        wanted = [c for c in (layout.text_a, layout.text_b, layout.label) if c is not None]
+        if all(c in names for c in wanted):
+            return layout
+    return None
+
+
+def detect_glue_layout(path: str | os.PathLike, *, encoding: str = "utf-8") -> GlueLayout:
+    """Recognise a GLUE task's TSV layout (train, dev or test file) by its first row.
+
+    The layouts are those of CoLA (no header: source, label, author's label, sentence),
+    SST-2 (``sentence``, ``label``), MRPC (``Quality``, ``#1 ID``, ``#2 ID``,
+    ``#1 String``, ``#2 String``), STS-B (... ``sentence1``, ``sentence2``, ``score``),
+    QQP (``id``, ``qid1``, ``qid2``, ``question1``, ``question2``, ``is_duplicate``),
+    MNLI (... ``sentence1``, ``sentence2``, ..., ``gold_label``), QNLI (``index``,
+    ``question``, ``sentence``, ``label``), RTE and WNLI (``index``, ``sentence1``,
+    ``sentence2``, ``label``), and the test files of each (the same header without the
+    label column; SST-2's and CoLA's are ``index``, ``sentence``); see
+    :data:`GLUE_LAYOUTS`. A UTF-8 byte-order mark is ignored.
 
     Raises
     ------
@@ -279,17 +513,85 @@ def detect_glue_layout(path: str | os.PathLike) -> GlueLayout:
         If the file matches none of them (then give the columns explicitly).
     """
     p = Path(path)
-    first = _read_tsv_rows(p)[0]
-    if "sentence" in first and "label" in first:
-        return KNOWN_LAYOUTS["sst-2"]
-    if {"sentence1", "sentence2", "label"} <= set(first):
-        return KNOWN_LAYOUTS["pair"]
-    if len(first) == 4 and first[1] in ("0", "1"):
-        return KNOWN_LAYOUTS["cola"]
-    raise ValueError(
-        f"cannot recognise the layout of {p} (first row {first[:4]}); known layouts are "
-        f"{sorted(KNOWN_LAYOUTS)}; set text_a_column, text_b_column and label_column"
-    )
+    return _layout_of(p, _read_tsv_rows(p, encoding)[0])
+
+
+def _layout_of(p: Path, first: Sequence[str]) -> GlueLayout:
+    layout = _match_layout(first)
+    if layout is None:
+        raise ValueError(
+            f"cannot recognise the layout of {p} (first row {list(first[:6])}); known layouts "
+            f"are {sorted(KNOWN_LAYOUTS)}; set text_a_column, text_b_column and label_column"
+        )
+    return layout
+
+
+def _is_number(s: str) -> bool:
+    try:
+        return math.isfinite(float(s))
+    except ValueError:
+        return False
+
+
+def _resolve_columns(
+    p: Path,
+    rows: list[list[str]],
+    columns: Sequence[int | str | None],
+    header: bool | None,
+    label_position: int | None,
+) -> tuple[list[int | None], int, list[str]]:
+    """Column indices (None stays None), the first data row, and the header names."""
+    for c in columns:
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int | str)):
+            raise TypeError(f"a column must be an int index or a str name, got {c!r}")
+    known = _match_layout(rows[0])
+    if header is None:
+        if any(isinstance(c, str) for c in columns):
+            header = True
+        elif known is not None and known.header:
+            header = True  # a GLUE header, whatever columns were given
+            logger.info("%s: the first row is a header (%s layout)", p, known.name)
+        else:
+            header = _label_says_header(rows, columns, label_position)
+            if header:
+                logger.info("%s: the first row is a header (its label is not a number)", p)
+    elif not header and any(isinstance(c, str) for c in columns):
+        named = next(c for c in columns if isinstance(c, str))
+        raise ValueError(f"column {named!r} given by name but {p} is read without header")
+    elif not header and known is not None and known.header:
+        raise ValueError(
+            f"{p}:1 is the header of a GLUE {known.name} file ({rows[0][:6]}) but has_header "
+            "is false; set has_header = true so the header is not read as an example"
+        )
+    names = [c.strip() for c in rows[0]] if header else []
+    idx: list[int | None] = []
+    for c in columns:
+        if c is None:
+            idx.append(None)
+        elif isinstance(c, str):
+            if not header:
+                raise ValueError(f"column {c!r} given by name but {p} is read without header")
+            if c not in names:
+                raise ValueError(f"column {c!r} not in the header of {p}; columns are {names}")
+            idx.append(names.index(c))
+        elif c < 0:
+            raise ValueError(f"a column index must be >= 0, got {c}")
+        else:
+            idx.append(c)
+    return idx, (1 if header else 0), names
+
+
+def _label_says_header(
+    rows: list[list[str]], columns: Sequence[int | str | None], label_position: int | None
+) -> bool:
+    """A first row whose label is not a number, above labels that all are, is a header."""
+    if label_position is None or len(rows) < 2:
+        return False
+    col = columns[label_position]
+    if not isinstance(col, int) or len(rows[0]) <= col:
+        return False
+    rest = [r[col].strip() for r in rows[1:] if len(r) > col]
+    return not _is_number(rows[0][col].strip()) and bool(rest) and all(map(_is_number, rest))
 
 
 @dataclass
@@ -303,67 +605,10 @@ class GlueExamples:
     path: str
 
 
-def read_glue_tsv(
-    path: str | os.PathLike,
-    *,
-    text_a: int | str | None = None,
-    text_b: int | str | None = None,
-    label: int | str | None = None,
-    header: bool | None = None,
-) -> GlueExamples:
-    """Read a GLUE-format TSV file with single sentences or sentence pairs.
-
-    Parameters
-    ----------
-    path : path
-    text_a, text_b, label : int or str, optional
-        Column index or header name of the first text, the second text (pairs only) and
-        the label. When ``text_a`` is None the layout is detected
-        (:func:`detect_glue_layout`).
-    header : bool, optional
-        Whether the first row is a header; default: True when a column is given by name.
-
-    Returns
-    -------
-    GlueExamples
-
-    Raises
-    ------
-    ValueError
-        On an empty file, an unknown column name, or a row with too few columns
-        (the message names the file and line).
-    """
-    p = Path(path)
-    if text_a is None:
-        layout = detect_glue_layout(p)
-        text_a, text_b, label, header = layout.text_a, layout.text_b, layout.label, layout.header
-    if label is None:
-        raise ValueError(f"label_column must be given for {p}")
-    cols = [text_a, label] + ([text_b] if text_b is not None else [])
-    if header is None:
-        header = any(isinstance(c, str) for c in cols)
-    rows = _read_tsv_rows(p)
-    start = 0
-    names: list[str] = []
-    if header:
-        names, start = rows[0], 1
-    idx: list[int] = []
-    for c in cols:
-        if isinstance(c, bool) or not isinstance(c, int | str):
-            raise TypeError(f"a column must be an int index or a str name, got {c!r}")
-        if isinstance(c, str):
-            if not header:
-                raise ValueError(f"column {c!r} given by name but {p} is read without header")
-            if c not in names:
-                raise ValueError(f"column {c!r} not in the header of {p}; columns are {names}")
-            idx.append(names.index(c))
-        else:
-            idx.append(c)
-    need = max(idx) + 1
-    a_list: list[str] = []
-    b_list: list[str] = []
-    labels: list[str] = []
-    lines: list[int] = []
+def _rows_of(
+    p: Path, rows: list[list[str]], idx: list[int | None], start: int
+) -> Iterator[tuple[int, list[str]]]:
+    need = max(i for i in idx if i is not None) + 1
     for lineno, row in enumerate(rows[start:], start=start + 1):
         if row == [""]:
             continue
@@ -372,14 +617,240 @@ def read_glue_tsv(
                 f"{p}:{lineno}: malformed row, expected at least {need} tab-separated "
                 f"columns, got {len(row)}"
             )
-        a_list.append(row[idx[0]])
-        labels.append(row[idx[1]].strip())
-        if text_b is not None:
+        yield lineno, row
+
+
+def read_glue_tsv(
+    path: str | os.PathLike,
+    *,
+    text_a: int | str | None = None,
+    text_b: int | str | None = None,
+    label: int | str | None = None,
+    header: bool | None = None,
+    encoding: str = "utf-8",
+) -> GlueExamples:
+    """Read a labeled GLUE-format TSV file with single sentences or sentence pairs.
+
+    Parameters
+    ----------
+    path : path
+    text_a, text_b, label : int or str, optional
+        Column index or header name of the first text, the second text (pairs only) and
+        the label. When ``text_a`` is None the layout is detected
+        (:func:`detect_glue_layout`); explicit columns are the fallback for other files.
+    header : bool, optional
+        Whether the first row is a header. Default: True when a column is given by name
+        or the first row is a GLUE header; with integer columns also when the first row's
+        label is not a number while every other row's is. A GLUE header is never read as
+        an example (``header=False`` on one is an error).
+    encoding : str, default "utf-8"
+        Read strictly; a UTF-8 byte-order mark is dropped.
+
+    Returns
+    -------
+    GlueExamples
+
+    Raises
+    ------
+    ValueError
+        On an empty, binary or wrongly encoded file, an unknown column name, an unlabeled
+        (test) file, a row with too few columns or an empty label (the message names the
+        file and line).
+    """
+    p = Path(path)
+    rows = _read_tsv_rows(p, encoding)
+    if text_a is None:
+        layout = _layout_of(p, rows[0])
+        if not layout.labeled:
+            raise ValueError(
+                f"{p} has no label column (a GLUE {layout.name} file, columns "
+                f"{rows[0][:6]}); training and evaluation need labels; predict on it "
+                "instead (read_glue_test_tsv)"
+            )
+        text_a, text_b, label, header = layout.text_a, layout.text_b, layout.label, layout.header
+    if label is None:
+        raise ValueError(f"label_column must be given for {p}")
+    idx, start, _ = _resolve_columns(p, rows, [text_a, label, text_b], header, 1)
+    a_list: list[str] = []
+    b_list: list[str] = []
+    labels: list[str] = []
+    lines: list[int] = []
+    for lineno, row in _rows_of(p, rows, idx, start):
+        lab = row[idx[1]].strip()  # type: ignore[index]
+        if not lab:
+            raise ValueError(f"{p}:{lineno}: empty label")
+        a_list.append(row[idx[0]])  # type: ignore[index]
+        labels.append(lab)
+        if idx[2] is not None:
             b_list.append(row[idx[2]])
         lines.append(lineno)
     if not a_list:
         raise ValueError(f"data file holds no example: {p}")
     return GlueExamples(a_list, b_list if text_b is not None else None, labels, lines, str(p))
+
+
+@dataclass
+class GlueTestExamples:
+    """Unlabeled examples read from a GLUE test file (or the texts of a labeled file).
+
+    ``indices[k]`` is example ``k``'s id as the file writes it (the ``index`` or ``id``
+    column; else its 0-based position), which GLUE submissions pair with the prediction.
+    """
+
+    indices: list[str]
+    texts_a: list[str]
+    texts_b: list[str] | None
+    lines: list[int]
+    path: str
+    layout: str | None
+
+
+def read_glue_test_tsv(
+    path: str | os.PathLike,
+    *,
+    text_a: int | str | None = None,
+    text_b: int | str | None = None,
+    index: int | str | None = None,
+    header: bool | None = None,
+    encoding: str = "utf-8",
+) -> GlueTestExamples:
+    """Read the ``(index, text_a[, text_b])`` rows of a GLUE test file, for prediction.
+
+    Every GLUE task's test layout is recognised (:data:`GLUE_LAYOUTS`, e.g. SST-2's
+    ``index``/``sentence``, MNLI's ``test_matched.tsv``); a labeled train or dev file is
+    read too, its label column ignored.
+
+    Parameters
+    ----------
+    path : path
+    text_a, text_b, index : int or str, optional
+        Columns of the first text, the second text and the example id, by index or header
+        name. When ``text_a`` is None the layout is detected (:func:`detect_glue_layout`).
+        Without an index column the id is the example's 0-based position.
+    header : bool, optional
+        As in :func:`read_glue_tsv`.
+    encoding : str, default "utf-8"
+
+    Returns
+    -------
+    GlueTestExamples
+
+    Raises
+    ------
+    ValueError
+        On an empty, binary or wrongly encoded file, an unrecognised layout without
+        columns, an unknown column name, or a row with too few columns (file and line).
+    """
+    p = Path(path)
+    rows = _read_tsv_rows(p, encoding)
+    layout_name = None
+    if text_a is None:
+        layout = _layout_of(p, rows[0])
+        layout_name = layout.name
+        text_a, text_b, header = layout.text_a, layout.text_b, layout.header
+        names = {c.strip() for c in rows[0]} if layout.header else set()
+        if index is None and layout.index in names:
+            index = layout.index
+    idx, start, _ = _resolve_columns(p, rows, [text_a, text_b, index], header, None)
+    ids: list[str] = []
+    a_list: list[str] = []
+    b_list: list[str] = []
+    lines: list[int] = []
+    for lineno, row in _rows_of(p, rows, idx, start):
+        ids.append(row[idx[2]].strip() if idx[2] is not None else str(len(ids)))
+        a_list.append(row[idx[0]])  # type: ignore[index]
+        if idx[1] is not None:
+            b_list.append(row[idx[1]])
+        lines.append(lineno)
+    if not a_list:
+        raise ValueError(f"data file holds no example: {p}")
+    return GlueTestExamples(
+        ids, a_list, b_list if text_b is not None else None, lines, str(p), layout_name
+    )
+
+
+# ---------------------------------------------------------------------------- labels
+def normalize_label(label: str) -> str:
+    """The one spelling of a class label: stripped, and an integer without leading zeros
+    or ``+`` (``"01"`` and ``"+1"`` are ``"1"``), so that one class never becomes two.
+
+    >>> normalize_label(" 01 "), normalize_label("entailment")
+    ('1', 'entailment')
+    """
+    s = label.strip()
+    return str(int(s)) if _INT_LABEL.fullmatch(s) else s
+
+
+def _is_real_number(label: str) -> bool:
+    """A finite number that is not spelled as an integer (``"0.5"``, ``"4.750"``)."""
+    s = label.strip()
+    return not _INT_LABEL.fullmatch(s) and _is_number(s)
+
+
+_REAL_HINT = (
+    "a classifier needs class labels (a real value would be cut to a class); set "
+    "regression = true for real-valued labels (e.g. STS-B scores), or give label_list to "
+    "take these strings as classes"
+)
+
+
+def check_label_list(label_list: Sequence[str]) -> list[str]:
+    """Validate a label set and return it with each label normalised
+    (:func:`normalize_label`); class ``k`` is ``label_list[k]``.
+
+    Raises
+    ------
+    TypeError
+        If it is not a sequence of str.
+    ValueError
+        If a label is empty or listed twice (``"1"`` and ``"01"`` are the same label), or
+        fewer than two classes are given.
+    """
+    if isinstance(label_list, str) or not isinstance(label_list, Sequence):
+        raise TypeError(f"label_list must be a list of str, got {type(label_list).__name__}")
+    for lab in label_list:
+        if not isinstance(lab, str):
+            raise TypeError(f"label_list entries must be str, got {lab!r} in {list(label_list)}")
+    norm = [normalize_label(lab) for lab in label_list]
+    if not all(norm):
+        raise ValueError(f"label_list {list(label_list)} holds an empty label")
+    dups = sorted({lab for lab in norm if norm.count(lab) > 1})
+    if dups:
+        raise ValueError(
+            f"label_list {list(label_list)} lists {dups} more than once (integer spellings "
+            "are one label: '01' is '1'); list each class once"
+        )
+    if len(norm) < 2:
+        raise ValueError(
+            f"label_list must hold at least 2 classes, got {list(label_list)}; for "
+            "real-valued labels set regression = true"
+        )
+    return norm
+
+
+def check_class_labels(examples: GlueExamples) -> None:
+    """Refuse real-number labels (``"0.5"``) for a classifier, naming the file and line."""
+    for lab, line in zip(examples.labels, examples.lines):
+        if _is_real_number(lab):
+            raise ValueError(f"{examples.path}:{line}: label {lab!r} is a number; {_REAL_HINT}")
+
+
+def infer_label_list(labels: Sequence[str]) -> list[str]:
+    """The distinct labels, normalised (:func:`normalize_label`) and sorted: numerically
+    when all are integers (so label ``"0"`` is class 0), else as strings.
+
+    Raises
+    ------
+    ValueError
+        If a label is a real number (``"0.5"``): a classifier needs class labels.
+    """
+    distinct = {normalize_label(lab) for lab in labels}
+    real = sorted(lab for lab in distinct if _is_real_number(lab))
+    if real:
+        raise ValueError(f"labels {real[:5]} are numbers; {_REAL_HINT}")
+    if all(_INT_LABEL.fullmatch(lab) for lab in distinct):
+        return sorted(distinct, key=int)
+    return sorted(distinct)
 
 
 class ClassificationDataset(TokenDataset):
@@ -401,43 +872,38 @@ def encode_classification(
     Parameters
     ----------
     label_list : sequence of str or None
-        The label set, index ``k`` for ``label_list[k]``; None means regression
-        (labels parsed as floats).
+        The label set (:func:`check_label_list`), index ``k`` for ``label_list[k]``;
+        labels match after :func:`normalize_label`. None means regression (labels parsed
+        as finite floats).
 
     Raises
     ------
     ValueError
-        If a label is outside the label set or not a number (file and line named).
+        If a label is outside the label set or not a finite number (file and line named).
     """
+    classes = None if label_list is None else check_label_list(label_list)
     enc = tokenizer.encode_batch(examples.texts_a, examples.texts_b, max_length=max_seq_length)
     items: list[dict[str, Any]] = []
-    lookup = None if label_list is None else {lab: k for k, lab in enumerate(label_list)}
+    lookup = None if classes is None else {lab: k for k, lab in enumerate(classes)}
     for (ids, types), lab, line in zip(enc, examples.labels, examples.lines):
         if lookup is None:
-            try:
-                y: float | int = float(lab)
-            except ValueError:
+            y: float | int = float(lab) if _is_number(lab) else math.nan
+            if not math.isfinite(y):
                 raise ValueError(
-                    f"{examples.path}:{line}: label {lab!r} is not a number (regression)"
-                ) from None
+                    f"{examples.path}:{line}: label {lab!r} is not a number (regression needs "
+                    "finite real labels)"
+                )
         else:
-            if lab not in lookup:
+            key = normalize_label(lab)
+            if key not in lookup:
+                hint = f"; {_REAL_HINT}" if _is_real_number(key) else ""
                 raise ValueError(
                     f"{examples.path}:{line}: label {lab!r} is outside the label set "
-                    f"{list(label_list or [])}"
+                    f"{classes}{hint}"
                 )
-            y = lookup[lab]
+            y = lookup[key]
         items.append({"input_ids": ids, "token_type_ids": types, "label": y})
-    return ClassificationDataset(items, None if label_list is None else list(label_list))
-
-
-def infer_label_list(labels: Sequence[str]) -> list[str]:
-    """Sorted distinct labels (numerically when all are integers)."""
-    distinct = set(labels)
-    try:
-        return sorted(distinct, key=int)
-    except ValueError:
-        return sorted(distinct)
+    return ClassificationDataset(items, classes)
 
 
 # ---------------------------------------------------------------------------- batching

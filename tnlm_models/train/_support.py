@@ -26,6 +26,8 @@ from ..data import (
     MLMCollator,
     TokenDataset,
     build_mlm_dataset,
+    check_class_labels,
+    check_label_list,
     default_corpus,
     encode_classification,
     infer_label_list,
@@ -155,6 +157,7 @@ def _read_glue(cfg: TrainConfig, path: str) -> GlueExamples:
         text_b=cfg.text_b_column,
         label=cfg.label_column,
         header=cfg.has_header,
+        encoding=cfg.encoding,
     )
 
 
@@ -162,10 +165,12 @@ def _read_raw(cfg: TrainConfig, *, for_eval_only: bool = False) -> _Raw:
     """Raw text or TSV examples; ``for_eval_only`` skips training files not needed."""
     if cfg.task == "pretrain":
         if for_eval_only and cfg.valid_data:
-            return _Raw(valid_texts=read_text(cfg.valid_data))
-        docs = read_text(cfg.train_data) if cfg.train_data else default_corpus()
+            return _Raw(valid_texts=read_text(cfg.valid_data, encoding=cfg.encoding))
+        docs = (
+            read_text(cfg.train_data, encoding=cfg.encoding) if cfg.train_data else default_corpus()
+        )
         if cfg.valid_data:
-            valid = read_text(cfg.valid_data)
+            valid = read_text(cfg.valid_data, encoding=cfg.encoding)
             train = docs
         else:
             train, valid = split_documents(docs, cfg.valid_fraction, cfg.seed)
@@ -222,9 +227,10 @@ def _label_list(cfg: TrainConfig, raw: _Raw) -> list[str] | None:
     if cfg.task != "finetune" or cfg.regression:
         return None
     if cfg.label_list is not None:
-        return list(cfg.label_list)
+        return check_label_list(cfg.label_list)
     labels: list[str] = []
     for ex in raw.train_glue:
+        check_class_labels(ex)  # a real-valued label names its file and line
         labels.extend(ex.labels)
     found = infer_label_list(labels)
     if len(found) < 2:
