@@ -5,6 +5,9 @@ pre-tokeniser, WordPiece model) or loaded from a BERT ``vocab.txt`` or a saved
 ``tokenizer.json``. It is saved next to every checkpoint (``tokenizer.json`` and
 ``vocab.txt``), so that a checkpoint directory is self-contained.
 
+Training is deterministic: the same texts and settings give the same vocabulary, ids
+included, in every process (see :meth:`WordPieceTokenizer.train`).
+
 Examples
 --------
 >>> tok = WordPieceTokenizer.train(["the cat sat on the mat"] * 10, vocab_size=60)
@@ -17,15 +20,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tokenizers import BertWordPieceTokenizer, Tokenizer
+from tokenizers import Tokenizer
 from tokenizers.decoders import WordPiece as WordPieceDecoder
 from tokenizers.models import WordPiece
 from tokenizers.normalizers import BertNormalizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from tokenizers.processors import TemplateProcessing
+from tokenizers.trainers import WordPieceTrainer
 
 __all__ = ["SPECIAL_TOKENS", "WordPieceTokenizer", "load_tokenizer"]
 
@@ -36,6 +41,22 @@ SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
+#: prefix of a WordPiece that continues a word
+SUBWORD_PREFIX = "##"
+#: at most this many distinct characters (the most frequent) enter a trained vocabulary
+LIMIT_ALPHABET = 1000
+_EXPECTED = (
+    "expected a tokenizers JSON file (tokenizer.json) or a BERT WordPiece vocab.txt "
+    "(one token per line)"
+)
+
+
+def _bert_pipeline(tokenizer: Tokenizer, lowercase: bool) -> Tokenizer:
+    """Give ``tokenizer`` BERT's normaliser, pre-tokeniser and WordPiece decoder."""
+    tokenizer.normalizer = BertNormalizer(lowercase=lowercase)
+    tokenizer.pre_tokenizer = BertPreTokenizer()
+    tokenizer.decoder = WordPieceDecoder(prefix=SUBWORD_PREFIX)
+    return tokenizer
 
 
 class WordPieceTokenizer:
@@ -86,7 +107,15 @@ class WordPieceTokenizer:
         lowercase: bool = True,
         min_frequency: int = 2,
     ) -> WordPieceTokenizer:
-        """Train a WordPiece vocabulary on ``texts``.
+        """Train a WordPiece vocabulary on ``texts``, deterministically.
+
+        The ``tokenizers`` WordPiece trainer (BPE merges with a ``##`` prefix for
+        word-inner pieces) gives ``##x`` pieces ids in hash-map order, and those ids break
+        ties between equally frequent merges, so two runs on the same text could get
+        different vocabularies (huggingface/tokenizers#1794). Here the alphabet (the
+        :data:`LIMIT_ALPHABET` most frequent characters, ties broken by code point) and
+        every ``##x`` piece are fixed, in sorted order, before the trainer runs; the
+        result is the same in every process.
 
         Parameters
         ----------
@@ -102,51 +131,122 @@ class WordPieceTokenizer:
         Returns
         -------
         WordPieceTokenizer
+            Ids: the special tokens (0..4), the ``##x`` pieces, the alphabet, then the
+            merged pieces in the order they were learned.
         """
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 16:
             raise ValueError(f"vocab_size must be an int >= 16, got {vocab_size!r}")
-        bert = BertWordPieceTokenizer(lowercase=lowercase)
-        bert.train_from_iterator(
-            iter(texts),
+        if isinstance(texts, str):
+            raise TypeError("texts must be an iterable of str, got one str")
+        texts = list(texts)
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"texts must be an iterable of str, got an item {t!r}")
+        normalizer = BertNormalizer(lowercase=lowercase)
+        pre_tokenizer = BertPreTokenizer()
+        words: Counter[str] = Counter()
+        for t in texts:
+            words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(t)))
+        chars: Counter[str] = Counter()
+        inner: set[str] = set()
+        for w, n in words.items():
+            for c in w:
+                chars[c] += n
+            inner.update(w[1:])
+        alphabet = sorted(chars, key=lambda c: (-chars[c], c))[:LIMIT_ALPHABET]
+        pieces = [SUBWORD_PREFIX + c for c in sorted(inner.intersection(alphabet))]
+        trainer = WordPieceTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
-            special_tokens=list(SPECIAL_TOKENS),
             show_progress=False,
+            # registering the ## pieces up front gives them sorted ids (see above)
+            special_tokens=[*SPECIAL_TOKENS, *pieces],
+            limit_alphabet=max(len(alphabet), 1),
+            initial_alphabet=alphabet,
+            continuing_subword_prefix=SUBWORD_PREFIX,
         )
-        logger.info("trained a WordPiece vocabulary of %d tokens", bert.get_vocab_size())
-        return cls(bert._tokenizer)
+        scratch = _bert_pipeline(Tokenizer(WordPiece(unk_token="[UNK]")), lowercase)
+        scratch.train_from_iterator(texts, trainer=trainer)
+        # a fresh tokenizer, so that only the BERT tokens are special (not the ## pieces)
+        model = WordPiece(
+            scratch.get_vocab(), unk_token="[UNK]", continuing_subword_prefix=SUBWORD_PREFIX
+        )
+        tok = _bert_pipeline(Tokenizer(model), lowercase)
+        tok.add_special_tokens(list(SPECIAL_TOKENS))
+        logger.info("trained a WordPiece vocabulary of %d tokens", tok.get_vocab_size())
+        return cls(tok)
 
     @classmethod
     def from_vocab(
         cls, vocab_file: str | os.PathLike, *, lowercase: bool = True
     ) -> WordPieceTokenizer:
-        """Load a BERT ``vocab.txt`` (one token per line, the line number is the id)."""
+        """Load a BERT ``vocab.txt`` (one token per line, the line number is the id).
+
+        Raises
+        ------
+        FileNotFoundError
+            If the file does not exist.
+        ValueError
+            If it is empty, binary, not UTF-8 text, or lacks a BERT special token (the
+            message names the file and what was expected).
+        """
+        from .data import SNIFF_BYTES, binary_reason, decode_text
+
         path = Path(vocab_file)
         if not path.is_file():
             raise FileNotFoundError(f"vocabulary file not found: {path}")
-        if path.stat().st_size == 0:
+        data = path.read_bytes()
+        if not data:
             raise ValueError(f"vocabulary file is empty: {path}")
+        reason = binary_reason(data[:SNIFF_BYTES])
+        if reason is not None:
+            raise ValueError(f"tokenizer file {path} is not text ({reason}); {_EXPECTED}")
+        try:
+            text = decode_text(data, path)
+        except ValueError as e:
+            raise ValueError(f"{e}; {_EXPECTED}") from None
         vocab: dict[str, int] = {}
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh):
-                token = line.rstrip("\r\n")
-                if token:
-                    vocab.setdefault(token, lineno)  # BERT: the line number is the id
+        for lineno, line in enumerate(text.replace("\r\n", "\n").split("\n")):
+            token = line.rstrip("\r")
+            if token:
+                vocab.setdefault(token, lineno)  # BERT: the line number is the id
         missing = [t for t in SPECIAL_TOKENS if t not in vocab]
         if missing:
             raise ValueError(
                 f"vocabulary {path} lacks the special tokens {missing}; "
-                f"a BERT vocabulary needs all of {list(SPECIAL_TOKENS)}"
+                f"a BERT vocabulary needs all of {list(SPECIAL_TOKENS)} ({_EXPECTED})"
             )
-        tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
-        tok.normalizer = BertNormalizer(lowercase=lowercase)
-        tok.pre_tokenizer = BertPreTokenizer()
-        tok.decoder = WordPieceDecoder()
+        tok = _bert_pipeline(Tokenizer(WordPiece(vocab, unk_token="[UNK]")), lowercase)
         return cls(tok)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> WordPieceTokenizer:
+        """Load a ``tokenizers`` JSON file (``tokenizer.json``).
+
+        Raises
+        ------
+        ValueError
+            If ``tokenizers`` cannot read the file, or its vocabulary lacks a BERT special
+            token (the message names the file and what was expected).
+        """
+        p = Path(path)
+        try:
+            tok = Tokenizer.from_file(str(p))
+        except Exception as e:  # tokenizers raises a bare Exception ("key must be a string")
+            raise ValueError(
+                f"tokenizer file {p} is not a valid tokenizers JSON file ({e}); {_EXPECTED}"
+            ) from None
+        try:
+            return cls(tok)
+        except ValueError as e:
+            raise ValueError(f"tokenizer file {p}: {e}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, lowercase: bool = True) -> WordPieceTokenizer:
         """Load from a directory (``tokenizer.json`` or ``vocab.txt``) or a file.
+
+        A file is read as a ``tokenizers`` JSON file when its name ends in ``.json`` or its
+        first non-blank byte is ``{``, else as a ``vocab.txt``.
 
         Parameters
         ----------
@@ -154,6 +254,14 @@ class WordPieceTokenizer:
             A checkpoint directory, a ``tokenizer.json`` file, or a ``vocab.txt`` file.
         lowercase : bool
             Used only when loading a bare ``vocab.txt``.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the path does not exist, or a directory holds neither file.
+        ValueError
+            If the file is neither a tokenizers JSON file nor a BERT vocabulary (the
+            message names the file and what was expected).
         """
         p = Path(path)
         if p.is_dir():
@@ -165,8 +273,10 @@ class WordPieceTokenizer:
                 raise FileNotFoundError(f"no {TOKENIZER_FILE} or {VOCAB_FILE} in directory {p}")
         if not p.is_file():
             raise FileNotFoundError(f"tokenizer file not found: {p}")
-        if p.suffix == ".json":
-            return cls(Tokenizer.from_file(str(p)))
+        with open(p, "rb") as fh:
+            looks_json = fh.read(256).lstrip().startswith(b"{")
+        if p.suffix == ".json" or looks_json:
+            return cls.from_json(p)
         return cls.from_vocab(p, lowercase=lowercase)
 
     def save(self, directory: str | os.PathLike) -> None:
