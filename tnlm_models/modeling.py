@@ -411,6 +411,40 @@ def _part_of(name: str) -> str:
     return "dense"
 
 
+def _check_attention_mask(mask: torch.Tensor) -> None:
+    """A mask is bool, or integer or floating with every value 0 or 1 (1: attend)."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"attention_mask must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype == torch.bool or not mask.numel():
+        return
+    if mask.dtype.is_complex:
+        raise TypeError(f"attention_mask must be bool, integer or float, got dtype {mask.dtype}")
+    bad = mask[(mask != 0) & (mask != 1)]
+    if bad.numel():
+        raise ValueError(
+            f"attention_mask must hold only 0 (padding) and 1 (attend), or be bool; got the "
+            f"value {bad.flatten()[0].item()!r} (dtype {mask.dtype})"
+        )
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:
+    """Class-id labels: an integer tensor with values in ``[0, num_classes)`` or -100."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(
+            f"labels for {what} must be an integer tensor of class ids, got dtype "
+            f"{labels.dtype} (a float would be truncated to a class); for real-valued "
+            "targets use num_labels=1 (regression)"
+        )
+    bad = labels[((labels < 0) | (labels >= num_classes)) & (labels != -100)]
+    if bad.numel():
+        raise ValueError(
+            f"label {int(bad.flatten()[0])} outside [0, {num_classes}) for {what} "
+            "(-100 marks an ignored position)"
+        )
+
+
 class MPOBertModel(MPOBertPreTrainedModel):
     """The encoder: embeddings, layers, optional pooler.
 
@@ -468,6 +502,8 @@ class MPOBertModel(MPOBertPreTrainedModel):
                     f"{name} has shape {tuple(t.shape)}, expected input_ids' shape "
                     f"{tuple(input_ids.shape)}"
                 )
+        if attention_mask is not None:
+            _check_attention_mask(attention_mask)
         if token_type_ids is not None and token_type_ids.numel():
             lo, hi = int(token_type_ids.min()), int(token_type_ids.max())
             if lo < 0 or hi >= cfg.type_vocab_size:
@@ -573,6 +609,7 @@ class MPOBertForMaskedLM(MPOBertPreTrainedModel):
                     f"labels have shape {tuple(labels.shape)}, expected input_ids' shape "
                     f"{tuple(input_ids.shape)}"
                 )
+            _check_labels(labels, self.config.vocab_size, "masked-LM")
             loss = F.cross_entropy(
                 logits.reshape(-1, self.config.vocab_size),  # (B*T, vocab)
                 labels.reshape(-1),  # (B*T,)
@@ -617,12 +654,14 @@ class MPOBertForSequenceClassification(MPOBertPreTrainedModel):
         logits = self.classifier(self.dropout(enc.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:
-            if labels.shape[0] != input_ids.shape[0]:
+            batch = input_ids.shape[0]
+            if tuple(labels.shape) not in ((batch,), (batch, 1)):
                 raise ValueError(
-                    f"labels have batch size {labels.shape[0]}, expected {input_ids.shape[0]}"
+                    f"labels have shape {tuple(labels.shape)}, expected (batch,) = ({batch},)"
                 )
             if self.config.num_labels == 1:
                 loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).reshape(-1))
             else:
+                _check_labels(labels, self.config.num_labels, "a classifier")
                 loss = F.cross_entropy(logits, labels.reshape(-1).long())
         return MPOBertOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
