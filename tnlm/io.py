@@ -241,7 +241,8 @@ def load(
     backend : {"numpy", "torch"}, optional
         Backend of the returned cores; defaults to the one the object was saved from.
     device : optional
-        torch device for the cores (default CPU).
+        torch device for the cores (default CPU); any other device with numpy cores raises
+        ``ValueError``.
 
     Raises
     ------
@@ -255,6 +256,8 @@ def load(
     """
     if backend is not None and backend not in _BACKENDS:
         raise ValueError(f"backend must be 'numpy' or 'torch' (or None); got {backend!r}")
+    if backend == "numpy" and device is not None and str(device) != "cpu":
+        raise ValueError(f"device={device!r} needs backend='torch'; numpy arrays live on the CPU")
     path = _resolve_path(path)
     try:
         f = np.load(path, allow_pickle=False)
@@ -283,6 +286,11 @@ def _read(z: _Archive, backend: str | None, device: Any) -> MPO | TensorTrain:
     if saved_backend not in _BACKENDS:
         raise z.fail(f"metadata 'backend' is {saved_backend!r}; expected 'numpy' or 'torch'")
     be = backend or saved_backend
+    if be == "numpy" and device is not None and str(device) != "cpu":
+        raise ValueError(
+            f"device={device!r} needs backend='torch'; the file holds numpy cores (pass "
+            "backend='torch')"
+        )
     dev = device if device is not None else "cpu"
     dtypes = z.field(meta, "dtypes", list, "a list of dtype names")
     if not dtypes or not all(isinstance(d, str) for d in dtypes):

@@ -751,3 +751,37 @@ def test_saved_and_loaded_objects_round_trip(backend, dtype, tmp_path):
     assert back.backend == backend.name
     for c, d in zip(a.cores, back.cores):
         assert np.array_equal(backend.to_numpy(c), backend.to_numpy(d))
+
+
+class _Canary:
+    """Unpickling this creates a folder: proof that something was unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_load_never_unpickles(saved, tmp_path):
+    path, entries = saved
+    marker = tmp_path / "unpickled"
+    canary = np.empty(1, dtype=object)
+    canary[0] = _Canary(marker)
+    _rewrite(path, entries, kept_0=canary)
+    with pytest.raises(ValueError, match=r"entry 'kept_0' cannot be read \(Object arrays"):
+        tnlm.load(path)
+    assert not marker.exists()
+    (tmp_path / "p.npz").write_bytes(pickle.dumps(_Canary(marker)))
+    with pytest.raises(ValueError, match="is not a readable .npz archive"):
+        tnlm.load(tmp_path / "p.npz")
+    assert not marker.exists()
+
+
+def test_load_device_without_torch(saved):
+    path, _ = saved
+    with pytest.raises(ValueError, match=r"device='cuda' needs backend='torch'; the file holds"):
+        tnlm.load(path, device="cuda")
+    with pytest.raises(ValueError, match=r"device='cuda:1' needs backend='torch'; numpy arrays"):
+        tnlm.load(path, backend="numpy", device="cuda:1")
+    assert tnlm.load(path, device="cpu").backend == "numpy"
