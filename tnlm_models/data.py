@@ -45,6 +45,7 @@ __all__ = [
     "GlueExamples",
     "GlueLayout",
     "GlueTestExamples",
+    "LABEL_HEADER_WORDS",
     "KeyedDataset",
     "MLMCollator",
     "StepBatcher",
@@ -469,6 +470,12 @@ GLUE_LAYOUTS: tuple[GlueLayout, ...] = (
 #: the layouts by name
 KNOWN_LAYOUTS: dict[str, GlueLayout] = {layout.name: layout for layout in GLUE_LAYOUTS}
 
+#: names of a label column; a first row whose label cell is one (and appears nowhere else
+#: in the column) is a header, also when the columns are given as integers
+LABEL_HEADER_WORDS = frozenset(
+    {"label", "labels", "gold_label", "class", "target", "y", "quality", "is_duplicate", "score"}
+)
+
 _INT_LABEL = re.compile(r"[+-]?[0-9]+")
 
 
@@ -584,14 +591,19 @@ def _resolve_columns(
 def _label_says_header(
     rows: list[list[str]], columns: Sequence[int | str | None], label_position: int | None
 ) -> bool:
-    """A first row whose label is not a number, above labels that all are, is a header."""
+    """Whether the first row is a header, judged by its label cell: a header word
+    (:data:`LABEL_HEADER_WORDS`) found nowhere else in the column, or a label that is not a
+    number above labels that all are."""
     if label_position is None or len(rows) < 2:
         return False
     col = columns[label_position]
     if not isinstance(col, int) or len(rows[0]) <= col:
         return False
+    first = rows[0][col].strip()
     rest = [r[col].strip() for r in rows[1:] if len(r) > col]
-    return not _is_number(rows[0][col].strip()) and bool(rest) and all(map(_is_number, rest))
+    if first.lower() in LABEL_HEADER_WORDS and first not in rest:
+        return True
+    return not _is_number(first) and bool(rest) and all(map(_is_number, rest))
 
 
 @dataclass
@@ -641,8 +653,9 @@ def read_glue_tsv(
     header : bool, optional
         Whether the first row is a header. Default: True when a column is given by name
         or the first row is a GLUE header; with integer columns also when the first row's
-        label is not a number while every other row's is. A GLUE header is never read as
-        an example (``header=False`` on one is an error).
+        label is a column name (:data:`LABEL_HEADER_WORDS`) found nowhere else, or is not
+        a number while every other row's is. A GLUE header is never read as an example
+        (``header=False`` on one is an error).
     encoding : str, default "utf-8"
         Read strictly; a UTF-8 byte-order mark is dropped.
 

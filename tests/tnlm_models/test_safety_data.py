@@ -420,8 +420,12 @@ def test_integer_columns_never_train_on_the_header(tmp_path):
     assert ex.labels == ["1", "0"] and ex.texts_b == ["B .", "D ."]
     own = _write(tmp_path / "own.tsv", "text\ty\nsome text\t1\nmore\t0\n")
     assert read_glue_tsv(own, text_a=0, label=1).labels == ["1", "0"]
+    words = _write(tmp_path / "words.tsv", "Text\tLabel\nnice\tpos\nugly\tneg\n")
+    assert read_glue_tsv(words, text_a=0, label=1).labels == ["pos", "neg"]  # not 3 classes
     plain = _write(tmp_path / "plain.tsv", "some text\t1\nmore\t0\n")
     assert read_glue_tsv(plain, text_a=0, label=1).labels == ["1", "0"]
+    kept = _write(tmp_path / "kept.tsv", "a\tlabel\nb\tother\nc\tlabel\n")  # a real class
+    assert read_glue_tsv(kept, text_a=0, label=1).labels == ["label", "other", "label"]
     with pytest.raises(ValueError, match=r"sst\.tsv:1 is the header of a GLUE sst-2 file"):
         read_glue_tsv(sst, text_a=0, label=1, header=False)
 
