@@ -45,6 +45,7 @@ __all__ = [
     "randn",
     "lu_basis",
     "real_dtype_eps",
+    "real_dtype_max_exponent",
     "fnorm",
     "sq_norm",
     "gram",
@@ -178,6 +179,19 @@ def real_dtype_eps(x: Array) -> float:
             dt = torch.float32 if dt == torch.complex64 else torch.float64
         return float(torch.finfo(dt).eps)
     return float(np.finfo(np.dtype(x.dtype)).eps)
+
+
+def real_dtype_max_exponent(x: Array) -> int:
+    """``finfo.maxexp`` of the real dtype of ``x``: its values are below ``2**maxexp``
+    (1024 for float64, 128 for float32 and bfloat16, 16 for float16)."""
+    if is_torch(x):
+        import torch
+
+        dt = x.dtype
+        if dt.is_complex:
+            dt = torch.float32 if dt == torch.complex64 else torch.float64
+        return int(math.frexp(float(torch.finfo(dt).max))[1])
+    return int(np.finfo(np.dtype(x.dtype)).maxexp)
 
 
 #: Elements per block when numpy data is upcast to double precision block by block (fits

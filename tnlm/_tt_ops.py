@@ -34,6 +34,8 @@ __all__ = [
     "tt_orthogonalize",
     "tt_round",
     "tt_norm",
+    "spectrum_entropy",
+    "times_pow2",
     "dense_equation",
 ]
 
@@ -147,12 +149,13 @@ def _tt_svd_sweep(
     norm = B.fnorm(t) if norm is None else norm
     # Gram matrices square the data: keep it well inside the double-precision range by an
     # exact power-of-two scaling, undone on the last core and in the report
-    scale = 1.0
     if 0 < norm < math.inf and not _SAFE_NORM[0] < norm < _SAFE_NORM[1]:
-        scale = math.ldexp(1.0, max(-1000, min(1000, -math.frexp(norm)[1])))
-        out, report = _tt_svd_sweep(t * scale, rows, cols, caps, tol, method, seed, norm * scale)
-        out[-1] = out[-1] / scale
-        return out, _scaled_report(report, 1.0 / scale)
+        e = max(-1000, min(1000, -math.frexp(norm)[1]))
+        out, report = _tt_svd_sweep(
+            times_pow2(t, e), rows, cols, caps, tol, method, seed, math.ldexp(norm, e)
+        )
+        out[-1] = times_pow2(out[-1], -e)
+        return out, _scaled_report(report, -e)
     budget = _Budget(tol, norm, n - 1)
     cores: list[Array] = []
     bonds: list[BondTruncation | None] = []
@@ -198,18 +201,68 @@ def _tt_svd_sweep(
 _SAFE_NORM = (2.0**-400, 2.0**400)
 
 
-def _scaled_report(report: TruncationReport, f: float) -> TruncationReport:
+def times_pow2(x: Any, e: int) -> Any:
+    """``x * 2**e`` for an array or a float, exact (barring under/overflow of the result) for
+    any int ``e``: applied in steps that are each a representable power of two."""
+    top = 1000 if isinstance(x, float) else B.real_dtype_max_exponent(x) - 2
+    while e:
+        step = max(-top, min(top, e))
+        if isinstance(x, float):
+            try:
+                x = math.ldexp(x, step)
+            except OverflowError:
+                x = math.copysign(math.inf, x)
+        else:
+            x = x * math.ldexp(1.0, step)
+        e -= step
+    return x
+
+
+def _scaled_report(report: TruncationReport, e: int) -> TruncationReport:
+    """``report`` of data scaled by ``2**e``: every norm, error and singular value times
+    ``2**e`` (exactly)."""
     bonds = tuple(
         BondTruncation(
             rank=b.rank,
-            error=b.error * f,
-            kept=b.kept * f,
-            discarded=None if b.discarded is None else b.discarded * f,
+            error=times_pow2(b.error, e),
+            kept=times_pow2(b.kept, e),
+            discarded=None if b.discarded is None else times_pow2(b.discarded, e),
             method=b.method,
         )
         for b in report.bonds
     )
-    return TruncationReport(norm=report.norm * f, bonds=bonds)
+    return TruncationReport(norm=times_pow2(report.norm, e), bonds=bonds)
+
+
+def _balance(cores: Sequence[Array]) -> tuple[list[Array], int]:
+    """Cores whose products and squares stay inside the double-precision range, and the
+    exponent ``e`` with ``A = 2**e * A(balanced cores)``.
+
+    Cores are returned unchanged (``e = 0``) when the sum of the magnitudes of their norms'
+    binary exponents is at most ``3/8`` of the dtype's exponent range (384 for float64, 48
+    for float32): every partial contraction then stays well within range, and so do its
+    squares. Otherwise each core is scaled by an exact power of two to a norm in
+    ``[1/2, 1)``, as :func:`tt_svd` does for dense data.
+    """
+    exps = []
+    for c in cores:
+        nrm = B.fnorm(c)
+        exps.append(math.frexp(nrm)[1] if 0 < nrm < math.inf else 0)
+    if 8 * sum(abs(x) for x in exps) <= 3 * B.real_dtype_max_exponent(cores[0]):
+        return list(cores), 0
+    return [times_pow2(c, -x) for c, x in zip(cores, exps)], sum(exps)
+
+
+def spectrum_entropy(s: Array) -> float:
+    """Von Neumann entropy ``-sum p log p``, ``p = s**2 / sum s**2``, of singular values
+    ``s`` of any magnitude (scaled by the largest before squaring; 0 for a zero spectrum)."""
+    v = np.abs(B.to_numpy(s).astype(np.float64))
+    top = float(v.max()) if v.size else 0.0
+    if not 0 < top < math.inf:
+        return 0.0
+    p = (v / top) ** 2
+    p = p[p > 0] / p.sum()
+    return float(-(p * np.log(p)).sum())
 
 
 def _resolve_identity_bonds(
@@ -345,9 +398,12 @@ def _herm(x: Array) -> Array:
 
 
 def tt_norm(cores: Sequence[Array]) -> Array:
-    """Frobenius norm via orthogonalisation (no cancellation, unlike sqrt(<A, A>))."""
-    ortho = tt_orthogonalize(cores, len(cores) - 1)
-    return ar.do("linalg.norm", ar.do("reshape", ortho[-1], (-1,)))
+    """Frobenius norm via orthogonalisation (no cancellation, unlike sqrt(<A, A>)); cores of
+    extreme magnitude are balanced by exact powers of two first (:func:`_balance`), so the
+    norm neither over- nor underflows where it is representable."""
+    balanced, e = _balance(cores)
+    ortho = tt_orthogonalize(balanced, len(balanced) - 1)
+    return times_pow2(ar.do("linalg.norm", ar.do("reshape", ortho[-1], (-1,))), e)
 
 
 def tt_round(
@@ -363,7 +419,10 @@ def tt_round(
     same caps and tolerance, at cost O(n d r^3) instead of O(prod d).
     """
     n = len(cores)
-    out = tt_orthogonalize(cores, 0)
+    # truncation squares singular values: cores of extreme magnitude are balanced by exact
+    # powers of two first, and the scale restored on the last core and in the report
+    balanced, e = _balance(cores)
+    out = tt_orthogonalize(balanced, 0)
     norm = B.fnorm(out[0])
     budget = _Budget(tol, norm, n - 1)
     bonds: list[BondTruncation] = []
@@ -376,4 +435,8 @@ def tt_round(
         bonds.append(info)
         out[k] = ar.do("reshape", u, (r, d, info.rank))
         out[k + 1] = contract("ab,bdc->adc", rest, out[k + 1])
-    return out, TruncationReport(norm=norm, bonds=tuple(bonds))
+    report = TruncationReport(norm=norm, bonds=tuple(bonds))
+    if e:
+        out[-1] = times_pow2(out[-1], e)
+        report = _scaled_report(report, e)
+    return out, report

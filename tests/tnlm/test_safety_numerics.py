@@ -207,3 +207,87 @@ def test_decompose_refuses_bools_and_floats_for_cores_and_bond_dim(shape, bond_d
     w = np.random.default_rng(3).standard_normal((12, 16))
     with pytest.raises(error, match=message):
         tnlm.mpo_decompose(w, shape, bond_dim)
+
+
+# --------------------------------------------------------------------------------------------
+# extreme magnitudes: rounding, norm, entropies and the report's spectra
+# --------------------------------------------------------------------------------------------
+
+
+def _rel_to(x, ref):
+    return abs(x - ref) / abs(ref)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale"),
+    [
+        ("float64", 1e-170),
+        ("float64", 1e170),
+        ("float64", 1e-300),
+        ("float64", 1e300),
+        ("float32", 1e-36),
+        ("float32", 1e36),
+    ],
+)
+def test_compress_norm_and_entropies_at_extreme_magnitudes(backend, dtype, scale):
+    """W * scale rounds, measures and reports like W, times the scale (the issue: at
+    1e-170 compress(tol=0.3) kept bonds (1, 1) and reported 0 error, norm() was 0 and the
+    entropies [0, 0]; at 1e170 compress raised and norm() was inf)."""
+    w, wn = backend.spectral(64, 48, seed=4, decay=0.1, dtype=dtype)
+    eps = float(np.finfo(dtype).eps)
+    ref = tnlm.mpo_decompose(w, 3)
+    big = tnlm.mpo_decompose(w * scale, 3)
+    a, b = ref.compress(tol=0.3), big.compress(tol=0.3)
+    assert b.bond_dims == a.bond_dims and min(a.bond_dims) > 1
+    assert _rel_to(b.report.relative_error, a.report.relative_error) < 1e3 * eps
+    measured = np.linalg.norm(backend.to_numpy(b.to_dense()) / scale - wn) / np.linalg.norm(wn)
+    assert measured <= 0.3
+    assert abs(measured - b.report.relative_error) < 1e2 * eps
+    assert _rel_to(float(backend.to_numpy(big.norm())) / scale, np.linalg.norm(wn)) < 1e2 * eps
+    np.testing.assert_allclose(big.bond_entropies(), ref.bond_entropies(), rtol=1e3 * eps)
+    assert min(ref.bond_entropies()) > 0.5
+
+
+def test_cores_of_extreme_and_opposite_magnitudes(backend):
+    """The tensor is of ordinary size but its cores are not: 1e250, 1e-280 and 1e180
+    (products and squares of partial contractions leave the float64 range)."""
+    w, wn = backend.spectral(64, 48, seed=5, decay=0.2, dtype="float64")
+    ref = tnlm.mpo_decompose(w, 3)
+    c = ref.cores
+    odd = tnlm.MPO([c[0] * 1e250, c[1] * 1e-280, c[2] * 1e180])
+    scale = 1e150
+    assert _rel_to(float(backend.to_numpy(odd.norm())) / scale, np.linalg.norm(wn)) < 1e-13
+    a, b = ref.compress(tol=0.2), odd.compress(tol=0.2)
+    assert b.bond_dims == a.bond_dims
+    measured = np.linalg.norm(backend.to_numpy(b.to_dense()) / scale - wn) / np.linalg.norm(wn)
+    assert abs(measured - b.report.relative_error) < 1e-12
+    assert measured <= 0.2
+    np.testing.assert_allclose(odd.bond_entropies(), ref.bond_entropies(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [2.0**700, 2.0**-700, 1e300, 1e-300])
+@pytest.mark.parametrize("route", ["decompose", "compress"])
+def test_reported_spectra_are_rescaled(backend, scale, route):
+    """Kept and discarded singular values, bond errors and the norm in the report of huge or
+    tiny data are those of the unscaled data times the scale (a rescale of the kept values
+    only would leave the discarded ones off by the scale)."""
+    w, wn = backend.spectral(64, 48, seed=6, decay=0.3, dtype="float64")
+    if route == "decompose":
+        ref = tnlm.mpo_decompose(w, 3, 4, method="svd").report
+        rep = tnlm.mpo_decompose(w * scale, 3, 4, method="svd").report
+    else:
+        full = tnlm.mpo_decompose(w, 3)
+        ref = full.compress(4, method="svd").report
+        rep = tnlm.MPO([full.cores[0] * scale, *full.cores[1:]]).compress(4, method="svd").report
+    assert rep.norm / scale == pytest.approx(ref.norm, rel=1e-12)
+    assert rep.error / scale == pytest.approx(ref.error, rel=1e-10)
+    for x, y in zip(rep.bonds, ref.bonds):
+        assert x.rank == y.rank
+        assert x.error / scale == pytest.approx(y.error, rel=1e-10)
+        np.testing.assert_allclose(
+            backend.to_numpy(x.kept) / scale, backend.to_numpy(y.kept), 1e-10
+        )
+        assert y.discarded is not None and len(y.discarded) > 0
+        np.testing.assert_allclose(
+            backend.to_numpy(x.discarded) / scale, backend.to_numpy(y.discarded), rtol=1e-9
+        )
