@@ -430,6 +430,7 @@ def test_integer_columns_never_train_on_the_header(tmp_path):
         read_glue_tsv(sst, text_a=0, label=1, header=False)
 
 
+@pytest.mark.slow
 def test_real_glue_files_and_test_files(shared_data, tmp_path):
     glue = shared_data / "glue"
     sst = read_glue_tsv(glue / "SST-2/dev.tsv")
