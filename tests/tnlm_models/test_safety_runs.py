@@ -141,6 +141,22 @@ def test_pruning_spares_step_folders_the_trainer_did_not_write(corpus, tmp_path)
     assert not (root / "step-00000001").exists()  # ours: pruned as before
 
 
+def test_a_run_of_an_older_version_without_markers_resumes(corpus, tmp_path, caplog):
+    run = tmp_path / "run"
+    train(None, None, base(corpus, run))
+    (run / "run.json").unlink()
+    for marker in run.glob("checkpoints/step-*/tnlm_checkpoint.json"):
+        marker.unlink()
+    with pytest.raises(ValueError, match="already holds checkpoints; pass resume=True"):
+        train(None, None, base(corpus, run, max_steps=6))
+    with caplog.at_level(logging.WARNING, logger="tnlm_models"):
+        res = train(None, None, base(corpus, run, max_steps=6, resume=True))
+    assert "has no run.json (an older tnlm run); marking it as a run" in caplog.text
+    assert res.step == 6 and (run / "run.json").is_file()
+    # its unmarked folders are not pruned: the trainer cannot tell them from the user's
+    assert (run / "checkpoints" / "step-00000002").is_dir()
+
+
 # ---------------------------------------------------------------------------- 2. the folder
 def test_foreign_output_dir_is_refused_and_left_byte_for_byte(corpus, tmp_path):
     out = tmp_path / "mine"
@@ -332,6 +348,57 @@ def test_full_disk_names_the_file_and_leaves_nothing_half_written(corpus, tmp_pa
     assert snapshot(run / "checkpoints") == before
     monkeypatch.setattr(ckpt_module.torch, "save", real_save)
     assert train(None, None, base(corpus, run, resume=True)).step == 4
+
+
+def test_weights_written_short_without_an_error_are_caught(corpus, tmp_path, monkeypatch):
+    # safetensors' Rust writer drops the error of its last buffered write (a full disk)
+    import safetensors.torch
+
+    real = safetensors.torch.save_file
+
+    def silently_short(tensors, filename, *a, **k):
+        real(tensors, filename, *a, **k)
+        data = Path(filename).read_bytes()
+        Path(filename).write_bytes(data[: len(data) - 100])
+
+    run = tmp_path / "run"
+    train(None, None, base(corpus, run, max_steps=2))
+    before = snapshot(run / "checkpoints")
+    monkeypatch.setattr(safetensors.torch, "save_file", silently_short)
+    target = run / "checkpoints" / "step-00000004" / "model.safetensors"
+    with pytest.raises(OSError, match=rf"written incompletely \(is the disk full\?\): '{target}'"):
+        train(None, None, base(corpus, run, resume=True))
+    assert snapshot(run / "checkpoints") == before
+
+
+def test_full_disk_while_logging_names_metrics_file(corpus, tmp_path, monkeypatch):
+    from tnlm_models.train import runs as runs_module
+
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_open(path, mode="r", *a, **k):
+        fh = real_open(path, mode, *a, **k)
+        return FullDisk(fh) if "a" in mode else fh
+
+    monkeypatch.setattr(runs_module, "open", full_open, raising=False)
+    run = tmp_path / "run"
+    with pytest.raises(
+        OSError, match=rf"no space left on device while writing: '{run / 'metrics.jsonl'}'"
+    ):
+        train(None, None, base(corpus, run))
 
 
 # ---------------------------------------------------------------------------- 6. small

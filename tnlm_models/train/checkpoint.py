@@ -237,7 +237,8 @@ def _check_name(value: Any, key: str, index_path: Path) -> str:
     if not (isinstance(value, str) and STEP_PATTERN.fullmatch(value)):
         raise IndexEntryError(
             f"{index_path}: {key} entry {value!r} is not a checkpoint folder name "
-            f"step-NNNNNNNN inside {index_path.parent}; refusing to follow it"
+            f"step-NNNNNNNN inside {index_path.parent}; refusing to follow it (remove the "
+            "entry, or delete index.json and resume to rebuild it from the step folders)"
         )
     return value
 
@@ -352,7 +353,7 @@ def verify_checkpoint(ckpt: str | os.PathLike) -> None:
             actual = f.stat().st_size
             if actual != size:
                 raise ValueError(f"{f} is truncated or corrupt ({actual} bytes, {size} written)")
-    for name in ("config.json", "trainer_state.json", "train_config.json"):
+    for name in ("config.json", "trainer_state.json", "train_config.json", "tokenizer.json"):
         if (ckpt / name).is_file() and not isinstance(read_json(ckpt / name), dict):
             raise ValueError(f"{ckpt / name} is corrupt (a JSON object was expected)")
     if not (ckpt / MODEL_FILE).is_file():
@@ -488,11 +489,15 @@ def save_checkpoint(
         current = "optimizer.pt"
         with open(tmp / current, "wb") as fh:
             torch.save({"optimizer": optimizer.state_dict(), "rng": rng_states}, fh)
-        current = MODEL_FILE
-        try:  # the Rust writer of safetensors can drop a write error: check the length
-            _check_safetensors(tmp / MODEL_FILE)
-        except ValueError as e:
-            raise OSError(errno.EIO, f"{MODEL_FILE} was written incompletely ({e})") from None
+        # the Rust writers of safetensors and tokenizers can drop a write error: read back
+        for current, check in ((MODEL_FILE, _check_safetensors), ("tokenizer.json", read_json)):
+            if current == MODEL_FILE or (tmp / current).is_file():
+                try:
+                    check(tmp / current)
+                except ValueError:
+                    raise OSError(
+                        errno.EIO, "written incompletely (is the disk full?)", str(final / current)
+                    ) from None
         # safetensors creates its file with mode 0600; give it the mode (umask) of the others
         os.chmod(tmp / MODEL_FILE, stat.S_IMODE((tmp / "train_config.json").stat().st_mode))
         files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()}
