@@ -20,7 +20,7 @@ from . import _backend as B
 from .mpo import MPO, TensorTrain
 from .truncation import BondTruncation, TruncationReport
 
-__all__ = ["save", "load", "FileNotFoundValueError"]
+__all__ = ["save", "load"]
 
 _FORMAT = "tnlm-train/1"
 _BACKENDS = ("numpy", "torch")
@@ -157,7 +157,7 @@ def save(obj: MPO | TensorTrain, path: str | os.PathLike[str]) -> None:
     _write_atomically(path, arrays)
 
 
-class FileNotFoundValueError(FileNotFoundError, ValueError):
+class _MissingFileError(FileNotFoundError, ValueError):
     """:func:`load` of a path that does not exist: a ``FileNotFoundError`` (as ``open``
     raises) that is also a ``ValueError`` (as every other bad input to ``load``)."""
 
@@ -220,7 +220,7 @@ def _resolve_path(path: Any) -> str:
     if not os.path.exists(path) and os.path.exists(path + ".npz"):
         path += ".npz"
     if not os.path.exists(path):
-        raise FileNotFoundValueError(f"no such file: {path}; expected a .npz written by tnlm.save")
+        raise _MissingFileError(f"no such file: {path}; expected a .npz written by tnlm.save")
     if os.path.isdir(path):
         raise ValueError(f"{path} is a directory; expected a .npz file written by tnlm.save")
     return path
@@ -246,8 +246,9 @@ def load(
 
     Raises
     ------
-    FileNotFoundValueError
-        ``path`` does not exist (a ``FileNotFoundError`` and a ``ValueError``).
+    FileNotFoundError
+        ``path`` does not exist (the error is also a ``ValueError``, like every other bad
+        input to ``load``).
     ValueError
         ``path`` is a directory, not a ``.npz`` archive (a ``.npy`` file, a truncated or
         corrupt zip), or its entries or metadata are not what :func:`save` writes.

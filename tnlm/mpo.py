@@ -235,12 +235,13 @@ class _TrainBase:
         other = self._coerce_train(other, "subtract")
         return self._from_merged(T.tt_add(self._merged(), (-1 * other)._merged()))
 
+    # ``x + mpo`` / ``x - mpo`` for a non-train ``x``: refused with the same message as
+    # ``mpo + x`` (instead of Python's bare "unsupported operand type(s)")
     def __radd__(self, other: Any) -> Any:
-        # only reached for a non-train left operand (``x + mpo``): refused like ``mpo + x``
-        return self._coerce_train(other, "add")
+        return self + other
 
     def __rsub__(self, other: Any) -> Any:
-        return self._coerce_train(other, "subtract")
+        return -(self - other)
 
     def __neg__(self) -> Any:
         return -1 * self
