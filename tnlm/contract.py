@@ -201,12 +201,23 @@ def contract(eq: str, *arrays: Array, optimize: Any = "auto") -> Array:
         Operands of any backend opt_einsum supports (numpy, torch, ...); the result is in the
         same backend, dtype and device, and autograd flows through torch operands.
     optimize : str or path, default "auto"
-        An opt_einsum path optimiser name (see ``tnlm.PATH_OPTIMIZERS``) or an explicit path.
+        An opt_einsum path optimiser name (see ``tnlm.PATH_OPTIMIZERS``) or an explicit path
+        (a list of tuples of operand indices, as ``ContractionCost.path``).
 
     Returns
     -------
     array
         The contraction.
+
+    Raises
+    ------
+    TypeError
+        ``eq`` is not a string, an operand is not an array (or is an ``np.matrix``), or
+        ``optimize`` is neither a known name nor a list of index tuples.
+    ValueError
+        The equation does not fit the operands (number of terms, axes per term, sizes of a
+        repeated label, output labels), ``optimize`` is an unknown name, or a path step names
+        operands that do not exist. Checked once per new (equation, shapes, optimize) plan.
 
     Examples
     --------
