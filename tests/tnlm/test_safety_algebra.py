@@ -118,7 +118,7 @@ def test_numpy_complex_scalar_times_a_torch_mpo(tn):
     a = random_mpo(be, "float64", 2)
     got = a * np.complex64(2j)
     assert dtype_of(got) == "complex128"
-    assert np.allclose(be.to_numpy(got.to_dense()), 2j * be.to_numpy(a.to_dense()))
+    assert_close(got.to_dense(), 2j * be.to_numpy(a.to_dense()), be)
 
 
 def test_negation_and_subtraction_keep_the_dtype(backend, dtype):
@@ -151,7 +151,7 @@ def test_save_conjugate_transpose_of_a_complex_torch_mpo(tmp_path, rows, cols, d
         assert torch.equal(c.resolve_conj(), d)
     want = be.to_numpy(a.to_dense()).conj().T
     assert np.array_equal(be.to_numpy(back.to_dense()), be.to_numpy(ah.to_dense()))
-    assert np.allclose(be.to_numpy(back.to_dense()), want)
+    assert_close(back.to_dense(), want, be)
 
 
 def test_torch_svd_fallback_takes_conjugate_views(monkeypatch):
@@ -172,7 +172,8 @@ def test_torch_svd_fallback_takes_conjugate_views(monkeypatch):
     monkeypatch.setattr(torch.linalg, "svd", failing_svd)
     u, s, vh = _backend._svd_torch(x.conj())
     rebuilt = (u * s[None, :]) @ vh
-    assert np.allclose(rebuilt.numpy(), x.numpy().conj())
+    eps = np.finfo(np.float64).eps
+    assert np.allclose(rebuilt.numpy(), x.numpy().conj(), rtol=0, atol=50 * eps * 4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,11 +244,11 @@ def test_matmul_casts_a_vector_that_promotes_to_the_mpo(backend, mpo_dtype, x_dt
     for method in ("cores", "dense"):
         y = a.apply(x, method=method)
         backend.check(y, mpo_dtype)
-        assert np.allclose(backend.to_numpy(y), dense @ backend.to_numpy(x))
+        assert_close(y, dense @ backend.to_numpy(x), backend)
     xl = np.random.default_rng(2).standard_normal((2, 6))
     yl = backend.asarray(xl, x_dtype) @ a
     backend.check(yl, mpo_dtype)
-    assert np.allclose(backend.to_numpy(yl), xl.astype(x_dtype) @ dense)
+    assert_close(yl, xl.astype(x_dtype) @ dense, backend)
 
 
 def test_sum_with_a_tensor_or_array(tn):
@@ -475,7 +476,7 @@ def test_contract_broadcasts_size_one_labels_like_opt_einsum(backend):
     """The shape check refuses what opt_einsum refuses, no more: a size-1 axis broadcasts."""
     a = backend.asarray(np.ones((2, 1)), "float64")
     b = backend.asarray(np.ones((1, 4)), "float64")
-    assert np.allclose(backend.to_numpy(tnlm.contract("ij,jk->ik", a, b)), np.ones((2, 4)))
+    assert np.array_equal(backend.to_numpy(tnlm.contract("ij,jk->ik", a, b)), np.ones((2, 4)))
     assert tnlm.contract_cost("ij,jk->ik", (2, 1), (3, 4)).flops > 0
 
 
@@ -509,7 +510,7 @@ def test_bad_optimize(backend, optimize, exc, message):
 def test_explicit_path_is_honoured(backend):
     arrays = [backend.asarray(np.ones(s), "float64") for s in [(2, 3), (3, 4), (4, 5)]]
     out = tnlm.contract("ij,jk,kl->il", *arrays, optimize=[(1, 2), (0, 1)])
-    assert np.allclose(backend.to_numpy(out), 12.0)
+    assert np.array_equal(backend.to_numpy(out), np.full((2, 5), 12.0))
     assert tnlm.contract_cost(
         "ij,jk,kl->il", (2, 3), (3, 4), (4, 5), optimize=[(1, 2), (0, 1)]
     ).path == ((1, 2), (0, 1))
