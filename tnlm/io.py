@@ -72,6 +72,8 @@ def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
     the user's is overwritten), fsync, then rename over ``path``; the temporary file is
     removed if anything fails before the rename."""
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

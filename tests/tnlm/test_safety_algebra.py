@@ -786,3 +786,10 @@ def test_load_device_without_torch(saved):
     with pytest.raises(ValueError, match=r"device='cuda:1' needs backend='torch'; numpy arrays"):
         tnlm.load(path, backend="numpy", device="cuda:1")
     assert tnlm.load(path, device="cpu").backend == "numpy"
+
+
+def test_save_into_a_missing_folder(tmp_path):
+    a = tnlm.mpo_decompose(np.eye(4), ((2, 2), (2, 2)))
+    with pytest.raises(FileNotFoundError, match=r"cannot write .*w.npz: the folder .*nope does"):
+        tnlm.save(a, tmp_path / "nope" / "w.npz")
+    assert sorted(os.listdir(tmp_path)) == []
