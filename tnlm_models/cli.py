@@ -412,10 +412,10 @@ def _metric_value(name: str, value: Any) -> str:
     return f"{value:.4f}"
 
 
-def _metrics_line(metrics: dict[str, Any], prefix: str = "") -> str:
-    return ", ".join(
-        f"{prefix}{GLUE_NAMES.get(k, k)} {_metric_value(k, v)}" for k, v in metrics.items()
-    )
+def _metrics_line(metrics: dict[str, Any], prefix: str = "", *, glue: bool = True) -> str:
+    """``"Accuracy 0.8000, ..."``: classification metrics named as GLUE reports them."""
+    names = GLUE_NAMES if glue else {}
+    return ", ".join(f"{prefix}{names.get(k, k)} {_metric_value(k, v)}" for k, v in metrics.items())
 
 
 def _summary(result: Any, task: str) -> str:
@@ -444,7 +444,7 @@ def _summary(result: Any, task: str) -> str:
     if result.train_loss is not None:
         final.append(f"train loss {result.train_loss:.4f}")
     if result.metrics:
-        final.append(_metrics_line(result.metrics, "valid "))
+        final.append(_metrics_line(result.metrics, "valid ", glue=task != "pretrain"))
     lines.append("final: " + (", ".join(final) or "-"))
     lines.append(f"run dir: {result.run_dir}")
     if result.checkpoint is not None:
@@ -560,7 +560,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        print(_metrics_line(metrics))
+        print(_metrics_line(metrics, glue="perplexity" not in metrics))
     return 0
 
 
