@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -174,6 +175,48 @@ def test_foreign_output_dir_is_refused_and_left_byte_for_byte(corpus, tmp_path):
         ):
             train(None, None, base(corpus, out, resume=resume))
         assert snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_every_process_stops_on_a_foreign_output_dir(corpus, tmp_path):
+    # rank 0 alone decides about the folder; rank 1 must get its error, not wait for it.
+    # Two plain processes (no torchrun, which would end rank 1 once rank 0 has failed).
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "tnlm_models", "pretrain", "--data", corpus["text"]]
+    cmd += [
+        "-o",
+        str(out),
+        f"tokenizer={json.dumps(corpus['tok'])}",
+        "max_steps=2",
+        "max_seq_length=32",
+    ]
+    cmd += [f"model.{k}={json.dumps(v)}" for k, v in TINY.items()]
+    procs = []
+    for rank in (0, 1):
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), RANK=str(rank))
+        env.update(WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
+        env.update(MASTER_PORT=str(port))
+        procs.append(
+            subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+            )
+        )
+    try:
+        for proc in procs:
+            _, err = proc.communicate(timeout=180)
+            assert proc.returncode == 2, err[-3000:]
+            assert f"output_dir {out} is not empty and is not a tnlm run" in err
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert snapshot(out) == {"notes.txt": b"mine"}
 
 
 def test_run_killed_before_its_first_index_write(corpus, tmp_path, caplog):

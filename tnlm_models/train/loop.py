@@ -182,9 +182,11 @@ def train(
         return _train(model_or_config, cfg, env, callbacks)
 
 
+# what rank 0's set-up error is raised as on the other processes (most specific first)
 _ERRORS: dict[str, type[Exception]] = {
-    "ValueError": ValueError,
     "FileNotFoundError": FileNotFoundError,
+    "ValueError": ValueError,
+    "OSError": OSError,
 }
 
 
@@ -207,10 +209,11 @@ def _prepare_run(
                     raise FileNotFoundError(f"resume requested but no checkpoint found in {target}")
                 found = find_resume_checkpoint(target, env.device)
                 verdict = ("ok", str(found[0]))
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, OSError) as e:
             if not env.distributed:
                 raise
-            verdict = (type(e).__name__, str(e))
+            kind = next(k for k, t in _ERRORS.items() if isinstance(e, t))
+            verdict = (kind, str(e))
     verdict = broadcast_object(verdict, env)
     if verdict[0] != "ok":
         raise _ERRORS[verdict[0]](verdict[1])
