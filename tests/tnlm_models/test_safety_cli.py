@@ -22,7 +22,7 @@ from tnlm_models.train import plot_run, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [f"model.{k}={v}" for k, v in tiny_model_settings().items()]
-ROWS = ["good value\t1", "bad error\t0", "fine result\t1", "raises exception\t0"]
+ROWS = ["good value\tpos", "bad error\tneg", "fine result\tpos", "raises exception\tneg"]
 TEST_ROWS = ["17\tgood value", "3\tbad error here", "5\tfine", "40\traises an exception"]
 
 
@@ -107,6 +107,46 @@ def test_predict_writes_the_glue_submission_format(run, tmp_path, capsys):
     # a labelled dev file is read too (labels ignored, index = row number)
     dev = predict(run["fine"], run["dev"], tmp_path / "dev_pred.tsv")
     assert [ln.split("\t")[0] for ln in dev.read_text().splitlines()[1:]] == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize(("bias", "label"), [((10.0, -10.0), "neg"), ((-10.0, 10.0), "pos")])
+def test_predict_names_the_class_of_the_largest_logit(bias, label, run, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(resolve_checkpoint(run["fine"], "best"), ckpt)
+    model = MPOBertForSequenceClassification.from_pretrained(ckpt)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor(bias))
+    model.save_pretrained(ckpt)
+    assert predict(ckpt, run["test"]) == [label] * len(TEST_ROWS)
+
+
+def test_predict_a_regression_writes_scores(run, tmp_path):
+    """STS-B style: sentence pairs, real-valued labels; the output holds the model's score."""
+    pairs = ["a cat\ta dog\t1.5", "the value\tthe value\t5.0", "it fails\tall good\t0.25"]
+    train_tsv = tmp_path / "train.tsv"
+    train_tsv.write_text("sentence1\tsentence2\tlabel\n" + "\n".join(pairs * 4) + "\n")
+    test_tsv = tmp_path / "test.tsv"
+    test_tsv.write_text("index\tsentence1\tsentence2\n7\ta cat\ta dog\n8\tit fails\tall good\n")
+    out = tmp_path / "run"
+    argv = ["finetune", "--data", str(train_tsv), "--tokenizer", str(run["tok"]), "-o", str(out)]
+    argv += ["-q", "--max-steps", "1", "regression=true", "batch_size=4", "max_seq_length=32"]
+    assert main(argv + TINY) == 0
+    written = predict(out, test_tsv, tmp_path / "STS-B.tsv").read_text().splitlines()
+    assert written[0] == "index\tprediction" and [r.split("\t")[0] for r in written[1:]] == [
+        "7",
+        "8",
+    ]
+    ckpt = resolve_checkpoint(out, "best")
+    model = MPOBertForSequenceClassification.from_pretrained(ckpt).eval()
+    tok = WordPieceTokenizer.load(ckpt)
+    eps = torch.finfo(torch.float32).eps
+    for row, (a, b) in zip(written[1:], [("a cat", "a dog"), ("it fails", "all good")]):
+        ((ids, types),) = tok.encode_batch([a], [b], max_length=32)
+        with torch.no_grad():
+            score = model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types]))
+        expected = float(score.logits.view(-1)[0])
+        assert float(row.split("\t")[1]) == pytest.approx(expected, rel=16 * eps, abs=16 * eps)
 
 
 def test_predict_never_overwrites_without_force(run, tmp_path, capsys):

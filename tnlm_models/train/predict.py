@@ -299,7 +299,8 @@ def predict(
         with autocast:
             logits = model(**batch).logits.float()  # (B, num_labels)
         if cfg.regression:
-            preds.extend(f"{v:.6g}" for v in logits.view(-1).tolist())
+            # the shortest text that reads back as the same float32
+            preds.extend(str(v) for v in logits.view(-1).cpu().numpy())
         else:
             preds.extend(str(label_list[k]) for k in logits.argmax(-1).tolist())
     if out_path is None:
