@@ -3,7 +3,7 @@
 Usage::
 
     tnlm decompose W.npy --shape 5 --bond-dim 64 --png spectra.png
-    tnlm decompose model.safetensors --key encoder.layer.0.output.dense.weight \\
+    tnlm decompose model.safetensors --key bert.encoder.layer.0.output.dense.weight \\
         --shape 4,4,4,4,3x4,4,8,6,4 --tol 0.1 --save dense_mpo.npz
     tnlm --version
 
@@ -241,8 +241,8 @@ def _read_safetensors(path: str, key: str | None, size: int) -> tuple[Any, str, 
             )
         try:
             header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CLIError(f"{bad}: its header is not JSON ({_one_line(e)})") from None
+        except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, nested too deep
+            raise CLIError(f"{bad}: its header is not JSON ({_one_line(e)[:200]})") from None
         if not isinstance(header, dict):
             raise CLIError(f"{bad}: its header is a JSON {type(header).__name__}, not an object")
         header.pop("__metadata__", None)
@@ -257,8 +257,8 @@ def _read_safetensors(path: str, key: str | None, size: int) -> tuple[Any, str, 
                 ok = False
             if not ok or not isinstance(dtype, str):
                 raise CLIError(
-                    f"{bad}: tensor {name!r} has a malformed entry {info!r}; expected dtype, "
-                    "shape and data_offsets"
+                    f"{bad}: tensor {name!r} has a malformed entry "
+                    f"{_one_line(repr(info))[:200]}; expected dtype, shape and data_offsets"
                 )
             itemsize = np.dtype(_ST_DTYPES[dtype]).itemsize if dtype in _ST_DTYPES else None
             if not begin <= end <= data_size or (

@@ -247,6 +247,8 @@ def _write_inputs(tmp: Path, matrix: np.ndarray) -> None:
     (tmp / "huge.safetensors").write_bytes((2**42).to_bytes(8, "little") + b"{}")
     raw = matrix.astype("<f4").tobytes()
     (tmp / "cut.safetensors").write_bytes(safetensors_bytes({"w": ("F32", (16, 12), raw)})[:-8])
+    (tmp / "entry.safetensors").write_bytes(b"\x0c" + b"\0" * 7 + b'{"w": "xyz"}')
+    (tmp / "deep.safetensors").write_bytes((100_000).to_bytes(8, "little") + b"[" * 100_000)
     (tmp / "list.safetensors").write_bytes(len(b"[1]").to_bytes(8, "little") + b"[1]")
     (tmp / "f8.safetensors").write_bytes(safetensors_bytes({"w": ("F8_E4M3", (2, 2), b"\0" * 4)}))
     (tmp / "dir.npy").mkdir()
@@ -323,6 +325,15 @@ BAD_INPUTS = [
         ["{tmp}/cut.safetensors", "--shape", "2"],
         r"cut\.safetensors is not a valid \.safetensors file: tensor 'w' \(F32, shape "
         r"\(16, 12\)\) claims bytes \[0, 768\) of a 760-byte data section",
+    ),
+    (
+        ["{tmp}/entry.safetensors", "--shape", "2"],
+        r"entry\.safetensors is not a valid \.safetensors file: tensor 'w' has a malformed "
+        r"entry 'xyz'; expected dtype, shape and data_offsets",
+    ),
+    (
+        ["{tmp}/deep.safetensors", "--shape", "2"],
+        r"deep\.safetensors is not a valid \.safetensors file: its header is not JSON \(",
     ),
     (
         ["{tmp}/list.safetensors", "--shape", "2"],
