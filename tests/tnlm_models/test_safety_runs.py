@@ -372,6 +372,20 @@ def test_corrupt_index_is_rebuilt_on_resume_and_named_otherwise(corpus, tmp_path
     assert res.step == 6 and metric_steps(run) == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_deleted_latest_checkpoint_is_replaced_by_the_newest_left(corpus, tmp_path, caplog):
+    run = tmp_path / "run"
+    train(None, None, base(corpus, run))
+    root = run / "checkpoints"
+    for f in (root / "step-00000004").iterdir():
+        f.unlink()
+    (root / "step-00000004").rmdir()
+    with caplog.at_level(logging.WARNING, logger="tnlm_models"):
+        res = train(None, None, base(corpus, run, max_steps=6, resume=True))
+    assert "names step-00000004, which is missing" in caplog.text
+    assert f"resuming from {root / 'step-00000002'}" in caplog.text
+    assert res.step == 6 and metric_steps(run) == [1, 2, 3, 4, 5, 6]
+
+
 def test_full_disk_names_the_file_and_leaves_nothing_half_written(corpus, tmp_path, monkeypatch):
     real_save = torch.save
 

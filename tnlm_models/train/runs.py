@@ -52,7 +52,7 @@ __all__ = [
     "truncate_metrics",
 ]
 
-logger = logging.getLogger("tnlm_models.train.loop")
+logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "tnlm-run"
@@ -209,6 +209,8 @@ def find_resume_checkpoint(
     if index.get("latest") and (root / index["latest"]).is_dir():
         latest = root / index["latest"]
         candidates = [latest] + [c for c in candidates if c != latest]
+    elif index.get("latest"):
+        problems.append(f"{root / INDEX} names {index['latest']}, which is missing")
     for ckpt in candidates:
         try:
             verify_checkpoint(ckpt)
