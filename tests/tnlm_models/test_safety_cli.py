@@ -321,6 +321,9 @@ def test_bad_config_file_names_file_and_line(tmp_path, capsys):
     assert main(["pretrain", "-c", str(bad)]) == 2
     err = _one_line_error(capsys)
     assert str(bad) in err and "line" in err
+    bad.write_text("max_steps: 3\n\nbatch_size: many\n")  # parses, but a value is wrong
+    assert main(["pretrain", "-c", str(bad)]) == 2
+    assert f"{bad}:3: training config key 'batch_size' must be int" in _one_line_error(capsys)
 
 
 def test_argparse_errors_are_one_line(capsys):
