@@ -126,6 +126,12 @@ def test_index_entries_outside_the_run_are_never_followed(corpus, tmp_path, entr
         train(None, None, base(corpus, run, max_steps=4, save_every=1, keep_last=1, resume=True))
     assert snapshot(victim) == before
 
+    index["best"], index["latest"] = None, bad
+    index_file.write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"'latest' entry .* delete index\.json and resume"):
+        train(None, None, base(corpus, run, max_steps=4, save_every=1, keep_last=1, resume=True))
+    assert snapshot(victim) == before
+
 
 def test_pruning_spares_step_folders_the_trainer_did_not_write(corpus, tmp_path):
     run = tmp_path / "run"
@@ -456,6 +462,20 @@ def test_full_disk_while_logging_names_metrics_file(corpus, tmp_path, monkeypatc
         OSError, match=rf"no space left on device while writing: '{run / 'metrics.jsonl'}'"
     ):
         train(None, None, base(corpus, run))
+
+
+def test_atomic_write_on_a_full_disk_keeps_the_old_file(tmp_path):
+    target = tmp_path / "index.json"
+    target.write_text("old")
+
+    def half_then_full(fh):
+        fh.write(b"new, but only ha")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=rf"no space left on device while writing: '{target}'"):
+        ckpt_module.write_atomic(target, half_then_full)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["index.json"]
 
 
 # ---------------------------------------------------------------------------- 6. small
