@@ -104,6 +104,9 @@ def test_predict_writes_the_glue_submission_format(run, tmp_path, capsys):
     assert [r[1] for r in rows] == _oracle(ckpt, [r.split("\t")[1] for r in TEST_ROWS])
     # the Python function, on a checkpoint folder, returns the same predictions
     assert predict(ckpt, run["test"]) == [r[1] for r in rows]
+    # columns given explicitly: the GLUE header's index column is still the id
+    explicit = predict(ckpt, run["test"], tmp_path / "explicit.tsv", text_a_column=1)
+    assert explicit.read_text() == out.read_text()
     # a labelled dev file is read too (labels ignored, index = row number)
     dev = predict(run["fine"], run["dev"], tmp_path / "dev_pred.tsv")
     assert [ln.split("\t")[0] for ln in dev.read_text().splitlines()[1:]] == ["0", "1", "2", "3"]

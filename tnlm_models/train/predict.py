@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,12 @@ import torch
 
 from ..data import (
     ClassificationCollator,
+    GlueTestExamples,
     KeyedDataset,
     TokenDataset,
     detect_glue_layout,
     eval_batches,
+    read_glue_test_tsv,
 )
 from ..serialization import read_json_object
 from ..tokenization import WordPieceTokenizer
@@ -35,94 +36,43 @@ from .checkpoint import resolve_checkpoint
 from .config import TrainConfig
 from .distributed import resolve_device
 
-__all__ = ["PredictionInputs", "has_labels", "predict", "read_prediction_inputs"]
+__all__ = ["has_labels", "predict", "read_prediction_inputs"]
 
 logger = logging.getLogger(__name__)
 
-#: header names of the example index in GLUE test files (``id`` in QQP)
+#: header names of the example index in GLUE files (``id`` in QQP)
 INDEX_COLUMNS = ("index", "id")
-#: text columns of GLUE test files, pairs first: (text_a, text_b or None)
-TEST_TEXT_COLUMNS: tuple[tuple[str, str | None], ...] = (
-    ("sentence1", "sentence2"),  # MNLI, RTE, WNLI, STS-B
-    ("question1", "question2"),  # QQP
-    ("#1 String", "#2 String"),  # MRPC
-    ("question", "sentence"),  # QNLI
-    ("sentence", None),  # CoLA, SST-2
-)
-
-
-@dataclass
-class PredictionInputs:
-    """The examples of a file to label: their ``index`` (as written in the output) and
-    texts (``texts_b`` is None for single sentences)."""
-
-    index: list[str]
-    texts_a: list[str]
-    texts_b: list[str] | None
-    path: str
-
-
-def _rows(path: Path) -> list[list[str]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        rows = [line.rstrip("\r\n").split("\t") for line in fh]
-    while rows and rows[-1] == [""]:
-        rows.pop()
-    if not rows:
-        raise ValueError(f"data file is empty: {path}")
-    return rows
-
-
-def _test_layout(header: list[str]) -> tuple[str, str, str | None] | None:
-    """``(index, text_a, text_b)`` column names when ``header`` is a GLUE test file's."""
-    if "label" in header:
-        return None
-    index = next((c for c in INDEX_COLUMNS if c in header), None)
-    if index is None:
-        return None
-    for a, b in TEST_TEXT_COLUMNS:
-        if a in header and (b is None or b in header):
-            return index, a, b
-    return None
-
-
-def _column(c: int | str, names: list[str], path: Path, what: str) -> int:
-    if isinstance(c, bool) or not isinstance(c, int | str):
-        raise TypeError(f"{what} must be an int index or a str name, got {c!r}")
-    if isinstance(c, int):
-        return c
-    if c not in names:
-        raise ValueError(f"{what} {c!r} is not in the header of {path}; columns are {names}")
-    return names.index(c)
 
 
 def has_labels(cfg: TrainConfig, path: str | os.PathLike) -> bool:
-    """False when ``path`` is a file without labels: a GLUE test file (an ``index``/``id``
-    column and no ``label``), or a file whose label column (``cfg.label_column``) is headed
-    ``index`` or ``id``."""
-    p = Path(path)
-    first = _rows(p)[0]
-    if cfg.label_column is None:
-        return _test_layout(first) is None
-    named = cfg.has_header is True or any(
-        isinstance(c, str) for c in (cfg.text_a_column, cfg.text_b_column, cfg.label_column)
-    )
-    if isinstance(cfg.label_column, int) and not isinstance(cfg.label_column, bool):
-        if cfg.label_column < len(first) and first[cfg.label_column] in INDEX_COLUMNS:
-            return False  # a test file read with the training file's column numbers
-        return True
-    return not (named and cfg.label_column in INDEX_COLUMNS)
+    """False when ``path`` holds no labels: a GLUE test file (recognised by its header,
+    :func:`tnlm_models.data.detect_glue_layout`), or a file whose label column
+    (``cfg.label_column``) is its ``index``/``id`` column, as when a test file is read with
+    the column numbers of its training file (MRPC: column 0 is ``Quality`` in train.tsv,
+    ``index`` in test.tsv)."""
+    if cfg.text_a_column is None:
+        return detect_glue_layout(path, encoding=cfg.encoding).labeled
+    label = cfg.label_column
+    if isinstance(label, str):
+        return label not in INDEX_COLUMNS
+    if isinstance(label, int) and not isinstance(label, bool):
+        first = _first_row(Path(path), cfg.encoding)
+        return not (label < len(first) and first[label].strip() in INDEX_COLUMNS)
+    return True
 
 
-def read_prediction_inputs(cfg: TrainConfig, path: str | os.PathLike) -> PredictionInputs:
-    """The examples of ``path`` in file order, with the index GLUE expects for each.
+def _first_row(path: Path, encoding: str) -> list[str]:
+    with open(path, encoding=encoding) as fh:
+        return fh.readline().lstrip("\ufeff").rstrip("\r\n").split("\t")
+
+
+def read_prediction_inputs(cfg: TrainConfig, path: str | os.PathLike) -> GlueTestExamples:
+    """The examples of ``path`` in file order, with the id GLUE expects for each.
 
     Columns come from ``cfg`` (``text_a_column``, ``text_b_column``, ``has_header``) when
-    set; otherwise a GLUE test header (``index``/``id`` and the task's text columns) or one
-    of the labelled layouts fine-tuning recognises (:func:`tnlm_models.data.detect_glue_layout`)
-    is used. The index is the file's ``index``/``id`` column when it has one, else the row
-    number counted from 0.
+    set; otherwise the layout is recognised by its header: a GLUE test file or any
+    labelled layout fine-tuning reads (:func:`tnlm_models.data.read_glue_test_tsv`). The id
+    is the file's ``index``/``id`` column when it has one, else the 0-based row number.
 
     Raises
     ------
@@ -130,48 +80,23 @@ def read_prediction_inputs(cfg: TrainConfig, path: str | os.PathLike) -> Predict
         If the layout is not recognised, or a row has too few columns (file and line named).
     """
     p = Path(path)
-    rows = _rows(p)
-    header = rows[0]
-    text_a: int | str | None
-    text_b: int | str | None
-    if cfg.text_a_column is not None:
-        text_a, text_b = cfg.text_a_column, cfg.text_b_column
-        has_header = cfg.has_header
-        if has_header is None:
-            has_header = isinstance(text_a, str) or isinstance(text_b, str)
-    elif (test := _test_layout(header)) is not None:
-        _, text_a, text_b = test
-        has_header = True
-    else:
-        layout = detect_glue_layout(p)  # the labelled layouts; raises naming the file
-        text_a, text_b, has_header = layout.text_a, layout.text_b, layout.header
-    names = header if has_header else []
-    if not has_header and any(isinstance(c, str) for c in (text_a, text_b)):
-        raise ValueError(f"a column is given by name but {p} is read without header")
-    cols = [_column(text_a, names, p, "text_a_column")]
-    if text_b is not None:
-        cols.append(_column(text_b, names, p, "text_b_column"))
-    index_col = next((names.index(c) for c in INDEX_COLUMNS if c in names), None)
-    need = max(cols + ([index_col] if index_col is not None else [])) + 1
-    index: list[str] = []
-    texts_a: list[str] = []
-    texts_b: list[str] = []
-    start = 1 if has_header else 0
-    for lineno, row in enumerate(rows[start:], start=start + 1):
-        if row == [""]:
-            continue
-        if len(row) < need:
-            raise ValueError(
-                f"{p}:{lineno}: malformed row, expected at least {need} tab-separated "
-                f"columns, got {len(row)}"
-            )
-        index.append(row[index_col] if index_col is not None else str(len(index)))
-        texts_a.append(row[cols[0]])
-        if text_b is not None:
-            texts_b.append(row[cols[1]])
-    if not texts_a:
-        raise ValueError(f"data file holds no example: {p}")
-    return PredictionInputs(index, texts_a, texts_b if text_b is not None else None, str(p))
+    index: str | None = None
+    if cfg.text_a_column is not None and cfg.has_header is not False:
+        try:  # a GLUE header: take its id column, whatever the text columns
+            layout = detect_glue_layout(p, encoding=cfg.encoding)
+        except ValueError:
+            layout = None
+        if layout is not None and layout.header and isinstance(layout.index, str):
+            if layout.index in [c.strip() for c in _first_row(p, cfg.encoding)]:
+                index = layout.index
+    return read_glue_test_tsv(
+        p,
+        text_a=cfg.text_a_column,
+        text_b=cfg.text_b_column,
+        index=index,
+        header=cfg.has_header,
+        encoding=cfg.encoding,
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -305,7 +230,7 @@ def predict(
             preds.extend(str(label_list[k]) for k in logits.argmax(-1).tolist())
     if out_path is None:
         return preds
-    text = "index\tprediction\n" + "".join(f"{i}\t{y}\n" for i, y in zip(inputs.index, preds))
+    text = "index\tprediction\n" + "".join(f"{i}\t{y}\n" for i, y in zip(inputs.indices, preds))
     _write_atomic(out_path, text)
     logger.info("wrote %d predictions of %s to %s", len(preds), ckpt, out_path)
     return out_path
