@@ -395,8 +395,10 @@ def _train(
             )
             idx = read_index(run_dir / "checkpoints")
             best_ckpt = run_dir / "checkpoints" / idx["best"] if idx.get("best") else None
-            last_ckpt = good_ckpt = path
+            last_ckpt = path
         barrier(env)
+        # known on every process, so that any of them can name it in a NaN stop
+        good_ckpt = run_dir / "checkpoints" / f"step-{step:08d}"
         return path
 
     collate = _collator(cfg, tok)
