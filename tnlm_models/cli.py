@@ -34,6 +34,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,36 +118,55 @@ def _ordered_overrides(argv: Sequence[str], found: Sequence[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------- help texts
 _TSV_HELP = """\
-TSV files (tab-separated, UTF-8). Recognised by their first row:
-  sentence<TAB>label ...          single sentences with a header (SST-2)
-  sentence1<TAB>sentence2<TAB>label   sentence pairs with a header (MRPC/RTE-style, renamed)
-  4 columns, no header, label 0/1 in column 2   CoLA (text in column 4)
-Other files: give the columns explicitly, by index or header name:
+TSV files (tab-separated; encoding=... if not UTF-8). Every GLUE task's layout is
+recognised by its first row:
+  CoLA     4 columns, no header (source, label, author's label, sentence)
+  SST-2    sentence<TAB>label
+  MRPC     Quality<TAB>#1 ID<TAB>#2 ID<TAB>#1 String<TAB>#2 String
+  STS-B    ...<TAB>sentence1<TAB>sentence2<TAB>score      (regression=true)
+  QQP      id<TAB>qid1<TAB>qid2<TAB>question1<TAB>question2<TAB>is_duplicate
+  MNLI     index<TAB>...<TAB>sentence1<TAB>sentence2<TAB>...<TAB>gold_label
+  QNLI     index<TAB>question<TAB>sentence<TAB>label
+  RTE/WNLI index<TAB>sentence1<TAB>sentence2<TAB>label
+  test files: the same header without the label (SST-2/CoLA: index<TAB>sentence)
+Other files: give the columns explicitly, by 0-based index or header name:
   text_a_column=... [text_b_column=...] label_column=... [has_header=true]
 Labels are the sorted distinct labels of the training file (label_list=[...] to fix them);
-regression=true reads real-valued labels (STS-B)."""
+regression=true reads real-valued labels."""
 
 _WHERE_HELP = """\
 A run directory RUN_DIR (-o, default runs/<task>-<time>) holds metrics.jsonl (one JSON
 record per logged step and per validation), checkpoints/ (index.json names the latest and
 the best) and, after `tnlm-train plot RUN_DIR`, the curves in RUN_DIR/plots."""
 
+
+def _fill(text: str) -> str:
+    return textwrap.fill(text, width=88)
+
+
 _DESCRIPTIONS = {
-    "pretrain": (
+    "pretrain": _fill(
         "Masked-LM pre-training on plain text, one document per line (files or folders; "
-        "default: the built-in corpus).\n\n" + _WHERE_HELP
-    ),
-    "finetune": (
+        "default: the built-in corpus)."
+    )
+    + "\n\n"
+    + _WHERE_HELP,
+    "finetune": _fill(
         "Sequence classification (or regression) on GLUE-style TSV files, usually from a "
-        "pre-trained run (--init-from).\n\n" + _TSV_HELP + "\n\n" + _WHERE_HELP
-    ),
-    "evaluate": (
+        "pre-trained run (--init-from)."
+    )
+    + "\n\n"
+    + _TSV_HELP
+    + "\n\n"
+    + _WHERE_HELP,
+    "evaluate": _fill(
         "Evaluate a checkpoint, or the best checkpoint of a run directory, on labelled data "
         "(default: the run's validation files) and print the metrics as GLUE names them "
         "(--json: a JSON object). Files without labels (GLUE test files) are for `predict`."
-        "\n\n" + _TSV_HELP
-    ),
-    "predict": (
+    )
+    + "\n\n"
+    + _TSV_HELP,
+    "predict": _fill(
         "Write predictions for a TSV file in GLUE's submission format: a header "
         "'index<TAB>prediction', then one row per example in input order (the label string, "
         "or the score for regression). The input may be a GLUE test file (index<TAB>sentence, "
@@ -154,7 +174,7 @@ _DESCRIPTIONS = {
         "are ignored). CHECKPOINT is a checkpoint folder or a run directory (its best "
         "checkpoint, else its latest). --out is never overwritten without --force."
     ),
-    "plot": (
+    "plot": _fill(
         "Plot a run's curves from RUN_DIR/metrics.jsonl: loss.png (train and validation), "
         "lr.png and metrics.png (validation metrics), in RUN_DIR/plots unless --out is given."
         " Curves whose values the records lack are skipped and named."
