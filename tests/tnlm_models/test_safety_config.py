@@ -4,6 +4,7 @@ and defaults that learn."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from tnlm_models import MPOBertConfig, MPOLinear, TrainConfig
 from tnlm_models.config import check_factorization
+from tnlm_models.train import load_config
 
 
 # ---------------------------------------------------------------------------- MPOLinear
@@ -215,3 +217,75 @@ def test_train_config_accepts_numpy_numbers():
     cfg = TrainConfig(batch_size=np.int64(16), learning_rate=np.float32(0.5), max_steps=3)
     assert type(cfg.batch_size) is int and cfg.batch_size == 16
     assert type(cfg.learning_rate) is float and cfg.learning_rate == 0.5
+
+
+# ---------------------------------------------------------------------------- config files
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _glue_folder(root: Path) -> Path:
+    for task in ("SST-2", "CoLA"):
+        (root / "glue" / task).mkdir(parents=True)
+        for split in ("train", "dev"):
+            (root / "glue" / task / f"{split}.tsv").write_text("sentence\tlabel\nok\t1\n")
+    return root
+
+
+@pytest.mark.parametrize("name", ["finetune_sst2.toml", "finetune_cola.yaml"])
+def test_examples_read_their_data_folder_from_tnlm_data(name, tmp_path, monkeypatch):
+    monkeypatch.delenv("TNLM_DATA", raising=False)
+    with pytest.raises(
+        ValueError,
+        match=r"train_data = '\$\{TNLM_DATA\}/glue/.*' needs the environment variable "
+        r"TNLM_DATA, which is not set; GLUE comes from https://gluebenchmark.com",
+    ):
+        load_config(EXAMPLES / name)
+    monkeypatch.setenv("TNLM_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"nowhere/glue/.* does not exist; GLUE comes"):
+        load_config(EXAMPLES / name)
+    data = _glue_folder(tmp_path / "data")
+    monkeypatch.setenv("TNLM_DATA", str(data))
+    cfg = load_config(EXAMPLES / name)
+    assert cfg.train_data[0].startswith(str(data / "glue"))
+    assert Path(cfg.valid_data[0]).is_file()
+
+
+def test_every_example_config_is_valid(tmp_path, monkeypatch):
+    monkeypatch.setenv("TNLM_DATA", str(_glue_folder(tmp_path)))
+    names = sorted(p.name for p in EXAMPLES.iterdir() if p.suffix in (".toml", ".yaml"))
+    assert names == ["finetune_cola.yaml", "finetune_sst2.toml", "pretrain_small.toml"]
+    for name in names:
+        cfg = load_config(EXAMPLES / name)
+        MPOBertConfig(**{**cfg.model, "vocab_size": cfg.vocab_size})
+
+
+def test_unset_variable_in_any_path_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("H7_UNSET_DIR", raising=False)
+    f = tmp_path / "c.toml"
+    f.write_text('output_dir = "${H7_UNSET_DIR}/runs"\n')
+    with pytest.raises(ValueError, match="needs the environment variable H7_UNSET_DIR"):
+        load_config(f)
+    monkeypatch.setenv("H7_UNSET_DIR", str(tmp_path))
+    assert load_config(f).output_dir == f"{tmp_path}/runs"
+
+
+# ---------------------------------------------------------------------------- schedule defaults
+def test_warmup_is_a_ratio_of_the_run_unless_steps_are_given():
+    assert TrainConfig().warmup_ratio == 0.1 and TrainConfig().warmup_steps is None
+    assert TrainConfig().warmup_for(57) == 6
+    assert TrainConfig(warmup_ratio=0.0).warmup_for(57) == 0
+    assert TrainConfig(warmup_steps=3, warmup_ratio=0.5).warmup_for(57) == 3
+    with pytest.raises(ValueError, match=r"warmup_ratio must be in \[0, 1\), got 1\.0"):
+        TrainConfig(warmup_ratio=1.0)
+
+
+def test_default_evaluates_every_epoch():
+    cfg = TrainConfig()
+    assert cfg.eval_every is None
+    assert [d for d in range(1, 55) if cfg.evaluates_after(d, 54, 18)] == [18, 36, 54]
+    assert [d for d in range(1, 11) if cfg.replace(eval_every=0).evaluates_after(d, 10, 4)] == [10]
+    assert [d for d in range(1, 8) if cfg.replace(eval_every=3).evaluates_after(d, 7, 4)] == [
+        3,
+        6,
+        7,
+    ]

@@ -19,7 +19,9 @@ Example TOML::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ import tomllib
 from .._fields import Bounds, check_fields
 
 __all__ = [
+    "DATA_ENV",
     "DEFAULT_MODEL",
     "LR_SCHEDULES",
     "PRECISIONS",
@@ -37,6 +40,18 @@ __all__ = [
     "load_config",
     "parse_override",
 ]
+
+#: The environment variable naming the data folder (the one that holds ``glue/``); config
+#: files refer to it as ``${TNLM_DATA}``.
+DATA_ENV = "TNLM_DATA"
+_GLUE_SOURCE = (
+    "GLUE comes from https://gluebenchmark.com/tasks (or the Hugging Face dataset "
+    "'nyu-mll/glue'); keep its folders as <data>/glue/SST-2/train.tsv, ... and set "
+    f"{DATA_ENV}=<data>"
+)
+#: Keys whose values are paths; ``${NAME}`` in them is replaced by the environment variable.
+_PATH_KEYS = ("train_data", "valid_data", "tokenizer", "init_from", "output_dir")
+_VARIABLE = re.compile(r"\$\{(\w+)\}")
 
 TASKS = ("pretrain", "finetune")
 LR_SCHEDULES = ("linear", "cosine", "constant")
@@ -94,6 +109,7 @@ _BOUNDS: dict[str, Bounds] = {
     "valid_fraction": _PROBABILITY,
     "mlm_probability": Bounds(0, 1, lo_open=True, hi_open=True),
     "min_lr_ratio": Bounds(0, 1),
+    "warmup_ratio": Bounds(0, 1, hi_open=True),
 }
 
 
@@ -162,8 +178,10 @@ class TrainConfig:
     adam_beta1, adam_beta2, adam_eps : float
     lr_schedule : {"linear", "cosine", "constant"}
         Decay after warm-up, down to ``min_lr_ratio * learning_rate``.
-    warmup_steps : int
-        Linear warm-up length.
+    warmup_ratio : float
+        Linear warm-up over this fraction of the run's optimizer steps (rounded up).
+    warmup_steps : int, optional
+        Linear warm-up length in steps; when given it replaces ``warmup_ratio``.
     min_lr_ratio : float
     max_steps : int, optional
         Optimizer steps; default ``num_epochs`` epochs.
@@ -180,8 +198,11 @@ class TrainConfig:
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     eval_batch_size : int
         Per-process evaluation batch size.
-    eval_every, save_every, log_every : int
-        In optimizer steps; 0 means only at the end (evaluate, save) or never (log).
+    eval_every : int, optional
+        Evaluate every this many optimizer steps and at the end; default (None): at the end
+        of every epoch (and of the run); 0: only at the end.
+    save_every, log_every : int
+        In optimizer steps; 0 means only at the end (save) or never (log).
     keep_last : int
         Checkpoints kept besides the best one.
     metric_for_best : str, optional
@@ -233,7 +254,8 @@ class TrainConfig:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     lr_schedule: str = "linear"
-    warmup_steps: int = 10
+    warmup_ratio: float = 0.1
+    warmup_steps: int | None = None
     min_lr_ratio: float = 0.0
     max_steps: int | None = None
     num_epochs: int = 2
@@ -244,7 +266,7 @@ class TrainConfig:
     device: str = "auto"
     # evaluation, logging, checkpoints
     eval_batch_size: int = 64
-    eval_every: int = 0
+    eval_every: int | None = None
     save_every: int = 0
     log_every: int = 10
     keep_last: int = 2
@@ -290,6 +312,37 @@ class TrainConfig:
                 f"batch_size={self.batch_size} is not divisible by "
                 f"gradient_accumulation_steps={self.gradient_accumulation_steps}"
             )
+
+    # ------------------------------------------------------------------ schedule
+    def warmup_for(self, total_steps: int) -> int:
+        """Warm-up steps of a run of ``total_steps`` optimizer steps.
+
+        ``warmup_steps`` when given, else ``ceil(warmup_ratio * total_steps)``.
+
+        Examples
+        --------
+        >>> TrainConfig(warmup_ratio=0.1).warmup_for(57), TrainConfig(warmup_steps=5).warmup_for(57)
+        (6, 5)
+        """
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return math.ceil(self.warmup_ratio * total_steps)
+
+    def evaluates_after(self, done: int, total_steps: int, steps_per_epoch: int) -> bool:
+        """Whether the run evaluates after its ``done``-th optimizer step.
+
+        At the last step always; else every ``eval_every`` steps, or at the end of every
+        epoch when ``eval_every`` is None (0: only at the end).
+
+        Examples
+        --------
+        >>> [d for d in range(1, 10) if TrainConfig().evaluates_after(d, 9, 4)]
+        [4, 8, 9]
+        """
+        if done == total_steps:
+            return True
+        every = steps_per_epoch if self.eval_every is None else self.eval_every
+        return bool(every) and done % every == 0
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -355,6 +408,42 @@ def _read_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def _expand_path(key: str, raw: str, source: str) -> str:
+    """``raw`` with every ``${NAME}`` replaced by ``os.environ[NAME]``.
+
+    An unset variable is an error; so is a path built from one that does not exist (the
+    message says what the variable should name, and for data where GLUE comes from).
+    """
+    names = _VARIABLE.findall(raw)
+    if not names:
+        return raw
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        hint = f"; {_GLUE_SOURCE}" if DATA_ENV in missing else ""
+        raise ValueError(
+            f"{source}: {key} = {raw!r} needs the environment variable {missing[0]}, which is "
+            f"not set{hint}"
+        )
+    path = _VARIABLE.sub(lambda m: os.environ[m.group(1)], raw)
+    if key in ("train_data", "valid_data", "tokenizer", "init_from") and not Path(path).exists():
+        values = ", ".join(f"{n}={os.environ[n]!r}" for n in dict.fromkeys(names))
+        hint = f"; {_GLUE_SOURCE}" if "glue" in raw.lower() else ""
+        raise FileNotFoundError(
+            f"{source}: {key} {path} (from {raw!r} with {values}) does not exist{hint}"
+        )
+    return path
+
+
+def _expand_paths(data: dict[str, Any], source: str) -> None:
+    """Expand ``${NAME}`` in the path keys of a config file's table, in place."""
+    for key in _PATH_KEYS:
+        value = data.get(key)
+        if isinstance(value, str):
+            data[key] = _expand_path(key, value, source)
+        elif isinstance(value, list):
+            data[key] = [_expand_path(key, v, source) if isinstance(v, str) else v for v in value]
+
+
 def load_config(
     path: str | os.PathLike | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
@@ -364,7 +453,10 @@ def load_config(
     Parameters
     ----------
     path : path, optional
-        ``.toml``, ``.yaml`` or ``.yml`` file.
+        ``.toml``, ``.yaml`` or ``.yml`` file. In its path keys (``train_data``,
+        ``valid_data``, ``tokenizer``, ``init_from``, ``output_dir``) ``${NAME}`` stands for
+        the environment variable ``NAME``, e.g. ``"${TNLM_DATA}/glue/SST-2/train.tsv"``; an
+        unset variable, or a data path built from one that does not exist, is an error.
     overrides : list of "key=value" or dict, optional
         Applied after the file; ``model.<field>=value`` sets one model field.
 
@@ -372,7 +464,10 @@ def load_config(
     -------
     TrainConfig
     """
-    data: dict[str, Any] = _read_file(path) if path is not None else {}
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_file(path)
+        _expand_paths(data, str(path))
     items = (
         overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
     )
@@ -387,5 +482,18 @@ def load_config(
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as e:
         if path is not None:
-            raise type(e)(f"{path}: {e}") from None
+            raise type(e)(f"{path}{_line_of_key(path, str(e))}: {e}") from None
         raise
+
+
+def _line_of_key(path: str | os.PathLike, message: str) -> str:
+    """``":N"``, the line of ``path`` that sets the key an error message names, or ``""``."""
+    match = re.search(r"key '([A-Za-z_][A-Za-z0-9_]*)'", message)
+    if match is None:
+        return ""
+    setting = re.compile(rf"^\s*{re.escape(match.group(1))}\s*[=:]")
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return next((f":{n}" for n, line in enumerate(lines, 1) if setting.match(line)), "")
