@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import matplotlib.figure
+import numpy as np
 import pytest
 import torch
 
-from tnlm_models import MPOBertForSequenceClassification, predict
+from tnlm_models import MPOBertForSequenceClassification, evaluate, predict
 from tnlm_models.cli import _list_keys, _metric_value, _parse, main
 from tnlm_models.data import default_corpus
 from tnlm_models.testing import tiny_model_settings
@@ -150,6 +151,24 @@ def test_predict_a_regression_writes_scores(run, tmp_path):
             score = model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types]))
         expected = float(score.logits.view(-1)[0])
         assert float(row.split("\t")[1]) == pytest.approx(expected, rel=16 * eps, abs=16 * eps)
+    # evaluate reports STS-B's GLUE metrics: Pearson and Spearman (oracle: scipy.stats)
+    from scipy.stats import pearsonr, spearmanr
+
+    metrics = evaluate(out, train_tsv)
+    scores = [float(np.float32(v)) for v in predict(out, train_tsv)]  # the float32 logits
+    gold = [float(r.split("\t")[2]) for r in pairs * 4]
+    tol = float(np.sqrt(np.finfo(np.float64).eps))
+    assert metrics["pearson"] == pytest.approx(pearsonr(scores, gold)[0], abs=tol)
+    assert metrics["spearman"] == pytest.approx(spearmanr(scores, gold)[0], abs=tol)
+
+
+def test_regression_metrics_are_clamped_and_defined():
+    from tnlm_models.train.evaluation import regression_metrics
+
+    x = np.array([1.0, 2.0, 3.0])
+    assert regression_metrics(x, 2 * x + 1) == {"pearson": 1.0, "spearman": 1.0}
+    assert regression_metrics(x, np.ones(3)) == {"pearson": 0.0, "spearman": 0.0}
+    assert regression_metrics(x[:1], x[:1]) == {"pearson": 0.0, "spearman": 0.0}
 
 
 def test_predict_never_overwrites_without_force(run, tmp_path, capsys):

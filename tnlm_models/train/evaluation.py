@@ -28,10 +28,10 @@ from ._support import (
 )
 from .checkpoint import resolve_checkpoint
 from .config import TrainConfig
-from .distributed import DistEnv, all_reduce_sum, distributed_run
+from .distributed import DistEnv, all_gather_objects, all_reduce_sum, distributed_run
 from .predict import _read_json, has_labels
 
-__all__ = ["evaluate", "evaluate_model"]
+__all__ = ["evaluate", "evaluate_model", "regression_metrics"]
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -46,7 +46,8 @@ def evaluate_model(
     """Validation metrics of ``model`` on ``dataset`` (sharded over processes, summed).
 
     Masked-LM: loss, perplexity and accuracy over masked tokens (fixed evaluation masks).
-    Classification: loss, accuracy, F1 and Matthews correlation; regression: loss (MSE).
+    Classification: loss, accuracy, F1 and Matthews correlation; regression: loss (MSE),
+    Pearson and Spearman correlations (:func:`regression_metrics`).
     """
     env = env or DistEnv(device=next(model.parameters()).device)
     was_training = model.training
@@ -59,6 +60,8 @@ def evaluate_model(
     sums = torch.zeros(3, dtype=torch.float64)
     cm = torch.zeros(num_labels, num_labels, dtype=torch.float64)
     autocast = _autocast(cfg, env.device)
+    scores: list[float] = []  # regression: predictions and labels, for the correlations
+    golds: list[float] = []
     for keys in batches:
         batch = {
             k: v.to(env.device)
@@ -78,6 +81,8 @@ def evaluate_model(
                 logits.view(-1), labels.float(), reduction="sum"
             ).item()
             sums[2] += labels.numel()
+            scores.extend(logits.view(-1).tolist())
+            golds.extend(labels.float().tolist())
         else:
             sums[0] += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
             pred = logits.argmax(-1)
@@ -96,9 +101,47 @@ def evaluate_model(
     if sums[2] == 0:
         raise ValueError("the evaluation set is empty")
     out = {"loss": float(sums[0] / sums[2])}
-    if not cfg.regression:
+    if cfg.regression:
+        parts = all_gather_objects((scores, golds), env)
+        out.update(
+            regression_metrics(
+                np.concatenate([np.asarray(p[0], dtype=np.float64) for p in parts]),
+                np.concatenate([np.asarray(p[1], dtype=np.float64) for p in parts]),
+            )
+        )
+    else:
         out.update(classification_metrics(cm.numpy().astype(np.int64)))
     return out
+
+
+def regression_metrics(pred: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Pearson and Spearman correlations of predictions and labels (GLUE's STS-B metrics).
+
+    Spearman's is Pearson's of the ranks (ties share their mean rank). A correlation that
+    is undefined (a constant input, fewer than two examples) is 0.0, as for MCC.
+
+    Parameters
+    ----------
+    pred, gold : array, shape (n,)
+
+    References
+    ----------
+    C. Spearman, Am. J. Psychol. 15 (1904) 72-101.
+    """
+    from scipy.stats import rankdata
+
+    def pearson(x: np.ndarray, y: np.ndarray) -> float:
+        x = x - x.mean()
+        y = y - y.mean()
+        den = float(np.sqrt((x @ x) * (y @ y)))
+        return float(np.clip((x @ y) / den, -1.0, 1.0)) if den > 0 else 0.0
+
+    if len(pred) < 2:
+        return {"pearson": 0.0, "spearman": 0.0}
+    return {
+        "pearson": pearson(pred, gold),
+        "spearman": pearson(rankdata(pred), rankdata(gold)),
+    }
 
 
 # ---------------------------------------------------------------------------- evaluate
