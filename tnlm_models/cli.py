@@ -655,7 +655,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _require(*needs)
         return commands[args.command](args)
     except KeyboardInterrupt:
-        print("interrupted; the last checkpoint is intact (resume with --resume)", file=sys.stderr)
+        if args.command in ("pretrain", "finetune"):
+            print(
+                f"{PROG}: interrupted; the last checkpoint is intact (resume with --resume)",
+                file=sys.stderr,
+            )
+        else:
+            print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except FloatingPointError as e:
         _error(e)

@@ -384,6 +384,22 @@ def test_plot_without_loss_plots_what_exists(tmp_path, capsys):
     assert "nothing to plot" in _one_line_error(capsys)
 
 
+def test_plot_never_replaces_a_picture_it_did_not_make(run, tmp_path, capsys):
+    out = tmp_path / "pictures"
+    out.mkdir()
+    (out / "lr.png").write_bytes(b"\x89PNG\r\n\x1a\n a holiday photo")
+    assert main(["plot", str(run["fine"]), "--out", str(out)]) == 2
+    assert f"{out / 'lr.png'} exists and was not written by tnlm-train plot" in (
+        _one_line_error(capsys)
+    )
+    assert (out / "lr.png").read_bytes().endswith(b"a holiday photo")
+    assert sorted(p.name for p in out.iterdir()) == ["lr.png"]  # checked before any work
+    mine = tmp_path / "mine"
+    assert main(["plot", str(run["fine"]), "--out", str(mine)]) == 0
+    assert main(["plot", str(run["fine"]), "--out", str(mine)]) == 0  # its own: replaced
+    assert sorted(p.name for p in mine.iterdir()) == ["loss.png", "lr.png", "metrics.png"]
+
+
 # ---------------------------------------------------------------------------- 6. help
 @pytest.mark.parametrize("command", ["finetune", "evaluate", "predict", "plot"])
 def test_each_command_has_its_own_help(command, capsys):

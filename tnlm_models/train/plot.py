@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_run", "read_metrics"]
+__all__ = ["MARKER", "plot_run", "read_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,38 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     return records
 
 
+#: written into every PNG plot_run makes (a PNG text chunk), so that it replaces only those
+MARKER = "tnlm_models.train.plot_run"
+
+
+def _check_ours(path: Path) -> None:
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise ValueError(f"{path} exists and is not a file; choose another plot folder")
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if MARKER.encode() not in head:
+        raise FileExistsError(
+            f"{path} exists and was not written by tnlm-train plot; it is left as it is: "
+            "choose another plot folder (--out)"
+        )
+
+
+def _save(fig: Any, path: Path) -> None:
+    """``fig`` as a PNG, written to a temporary file, flushed to disk and renamed."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=100, metadata={"Source": MARKER})
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def _points(records: list[dict], key: str) -> tuple[list[Any], list[Any]]:
     pts = [(r["step"], r[key]) for r in records if key in r and "step" in r]
     return [p[0] for p in pts], [p[1] for p in pts]
@@ -82,6 +114,9 @@ def plot_run(
     ------
     ValueError
         If the records hold nothing to plot (no loss, learning rate or metric).
+    FileExistsError
+        If the folder holds a PNG of the same name that ``plot_run`` did not write (its
+        text chunk lacks :data:`MARKER`); nothing is written then.
     """
     records = read_metrics(run_dir)
     missing: list[str] = []
@@ -117,6 +152,11 @@ def plot_run(
     import matplotlib.pyplot as plt
 
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "plots"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the plot folder {out} is a file")
+    names = [k for k in ("loss", "lr") if curves[k]] + (["metrics"] if metric_names else [])
+    for stem in names:  # before any work: never replace a picture someone else made
+        _check_ours(out / f"{stem}.png")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for key, ylabel in (("loss", "loss"), ("lr", "learning rate")):
@@ -132,7 +172,7 @@ def plot_run(
         ax.grid(alpha=0.3)
         fig.suptitle(name)
         fig.tight_layout()
-        fig.savefig(out / f"{key}.png", dpi=100)
+        _save(fig, out / f"{key}.png")
         plt.close(fig)
         written.append(out / f"{key}.png")
 
@@ -148,7 +188,7 @@ def plot_run(
             ax.grid(alpha=0.3)
         fig.suptitle(name)
         fig.tight_layout()
-        fig.savefig(out / "metrics.png", dpi=100)
+        _save(fig, out / "metrics.png")
         plt.close(fig)
         written.append(out / "metrics.png")
     return written
