@@ -248,7 +248,9 @@ def _parser() -> _Parser:
         description=_DESCRIPTIONS["evaluate"],
         formatter_class=raw,
     )
-    e.add_argument("checkpoint", help="checkpoint or run directory (its best checkpoint)")
+    e.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="checkpoint or run directory (best, else latest)"
+    )
     _add_overrides(e)
     e.add_argument(
         "--data",
@@ -266,7 +268,9 @@ def _parser() -> _Parser:
         description=_DESCRIPTIONS["predict"],
         formatter_class=raw,
     )
-    pr.add_argument("checkpoint", help="checkpoint or run directory (best, else latest)")
+    pr.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="checkpoint or run directory (best, else latest)"
+    )
     _add_overrides(pr)
     pr.add_argument("--data", required=True, metavar="TSV", help="the examples to label")
     pr.add_argument("--out", required=True, metavar="TSV", help="the predictions file to write")
@@ -279,9 +283,9 @@ def _parser() -> _Parser:
         description=_DESCRIPTIONS["plot"],
         formatter_class=raw,
     )
-    pl.add_argument("run_dir", help="a run directory (holding metrics.jsonl)")
+    pl.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holding metrics.jsonl)")
     pl.add_argument("--out", help="output folder (default RUN_DIR/plots)")
-    pl.add_argument("--quiet", "-q", action="store_true")
+    pl.add_argument("--quiet", "-q", action="store_true", help="do not list the files written")
     return p
 
 
@@ -601,7 +605,8 @@ def _run_plot(args: argparse.Namespace) -> int:
         print(f"{PROG}: note: {message}", file=sys.stderr)
 
     for path in plot_run(args.run_dir, args.out, report=note):
-        print(path)
+        if not args.quiet:
+            print(path)
     return 0
 
 
