@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import functools
 import inspect
 import json
@@ -46,6 +47,12 @@ PROG = "tnlm-train"
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
 #: top-level modules of the ``[models]`` extra (``import yaml`` is PyYAML)
 _MODELS_EXTRA = ("torch", "safetensors", "tokenizers", "tqdm", "yaml", "matplotlib")
+
+
+#: operating-system errors that describe the machine (reported in one line, exit status 1)
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+)
 
 
 class UsageError(ValueError):
@@ -634,7 +641,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 on bad input (one line on stderr), 3 on a non-finite loss, 130 when
+        0 on success, 2 on bad input (one line on stderr), 1 when the machine refuses a
+        write (a full disk, no permission; one line), 3 on a non-finite loss, 130 when
         interrupted.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -683,3 +691,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
         _error(e)
         return 2
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        _error(e)  # a full disk, a read-only folder: the machine's state, not a bug
+        return 1

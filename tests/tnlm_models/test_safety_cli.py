@@ -368,6 +368,19 @@ def test_real_bugs_still_raise(monkeypatch, tmp_path):
         main(["plot", str(tmp_path)])
 
 
+def test_a_full_disk_is_one_line_not_a_traceback(monkeypatch, tmp_path, capsys):
+    import errno
+
+    train_pkg = sys.modules["tnlm_models.train"]
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "loss.png"))
+
+    monkeypatch.setattr(train_pkg, "plot_run", full)
+    assert main(["plot", str(tmp_path)]) == 1
+    assert "No space left on device" in _one_line_error(capsys)
+
+
 def test_plot_without_loss_plots_what_exists(tmp_path, capsys):
     records = [
         '{"step": 1, "split": "train", "lr": 0.1}',
