@@ -57,7 +57,7 @@ def test_fine_tuned_classifier_round_trip(tmp_path):
 
 def test_load_errors(tmp_path):
     torch.manual_seed(0)
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match="is neither a model folder .config.json"):
         MPOBertForMaskedLM.from_pretrained(tmp_path)
     MPOBertForMaskedLM(tiny()).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="stored shape .* does not match"):
