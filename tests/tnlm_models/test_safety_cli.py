@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tnlm_models import MPOBertForSequenceClassification, evaluate, predict
-from tnlm_models.cli import _list_keys, _metric_value, _parse, main
+from tnlm_models.cli import _key_table, _list_keys, _metric_value, _parse, main
 from tnlm_models.data import default_corpus
 from tnlm_models.testing import tiny_model_settings
 from tnlm_models.tokenization import WordPieceTokenizer
@@ -436,6 +436,8 @@ def test_list_keys_shows_type_default_and_description(capsys):
     assert "int|None" in lines["max_steps"] and "Optimizer steps" in lines["max_steps"]
     assert "Cores per MPO matrix." in lines["model.num_cores"]
     assert _list_keys() == _list_keys()
+    undocumented = [k for k, _, _, desc in _key_table() if not desc]
+    assert undocumented == []  # every key has a line in a config docstring
 
 
 def test_version(capsys):
