@@ -590,9 +590,37 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate(args.checkpoint, args.data, None, **overrides)
     if args.json:
         print(json.dumps(metrics, indent=2))
-    else:
-        print(_metrics_line(metrics, glue="perplexity" not in metrics))
+        return 0
+    task = _glue_task(args.data[0]) if args.data and "perplexity" not in metrics else None
+    if task is not None and all(k in metrics for k in GLUE_TASK_METRICS[task][1]):
+        name, keys = GLUE_TASK_METRICS[task]
+        print(f"{name}, as GLUE reports it: {_metrics_line({k: metrics[k] for k in keys})}")
+    print(_metrics_line(metrics, glue="perplexity" not in metrics))
     return 0
+
+
+#: the metrics the GLUE leaderboard reports per task, by data.GLUE_LAYOUTS name
+GLUE_TASK_METRICS = {
+    "cola": ("CoLA", ("mcc",)),
+    "sst-2": ("SST-2", ("accuracy",)),
+    "mrpc": ("MRPC", ("f1", "accuracy")),
+    "qqp": ("QQP", ("f1", "accuracy")),
+    "sts-b": ("STS-B", ("pearson", "spearman")),
+    "mnli": ("MNLI", ("accuracy",)),
+    "qnli": ("QNLI", ("accuracy",)),
+    "pair": ("RTE/WNLI", ("accuracy",)),
+}
+
+
+def _glue_task(path: str) -> str | None:
+    """The GLUE task whose layout ``path`` has (by its header), or None."""
+    from .data import detect_glue_layout
+
+    try:
+        name = detect_glue_layout(path).name
+    except (ValueError, OSError):
+        return None
+    return name if name in GLUE_TASK_METRICS else None
 
 
 def _run_predict(args: argparse.Namespace) -> int:

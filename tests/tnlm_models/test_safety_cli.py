@@ -497,3 +497,4 @@ def test_mcc_is_printed_clamped_and_named_as_glue_does(run, capsys):
     assert main(["evaluate", str(run["fine"]), "--data", str(run["dev"])]) == 0
     out = capsys.readouterr().out
     assert "Matthews corr. " in out and "Accuracy " in out and "F1 " in out
+    assert out.splitlines()[0].startswith("SST-2, as GLUE reports it: Accuracy ")
