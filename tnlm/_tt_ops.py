@@ -34,6 +34,7 @@ __all__ = [
     "tt_orthogonalize",
     "tt_round",
     "tt_norm",
+    "rounding_allowance",
     "spectrum_entropy",
     "times_pow2",
     "dense_equation",
@@ -48,21 +49,50 @@ class _Budget:
     errors are orthogonal, ``sum_k eps_k**2 <= budget`` guarantees
     ``||A - A'||_F <= tol * ||A||_F``; the even split alone is Oseledets' bound
     ``tol * ||A|| / sqrt(n - 1)`` per bond.
+
+    Passing on never lowers a bond's allowance below that even share while every bond keeps
+    to its allowance (``remaining / left`` can only grow). A binding ``bond_dim`` cap spends
+    more than its allowance; the guarantee is then lost (the caller warns), and the overspend
+    is *not* charged to the later bonds: their allowance stays at least the even share, so
+    they keep truncating as much as Oseledets' split allows instead of keeping their full
+    rank (which would add parameters without restoring the guarantee).
     """
 
-    def __init__(self, tol: float | None, norm: float, n_bonds: int) -> None:
+    def __init__(self, tol: float | None, norm: float, n_bonds: int, reserve: float = 0.0) -> None:
+        if tol is not None:  # keep room for rounding (rounding_allowance), at most half of tol
+            tol = tol - min(reserve, tol / 2)
         self.remaining = None if tol is None else (tol * norm) ** 2
+        self.share = None if tol is None else (tol * norm) ** 2 / max(n_bonds, 1)
         self.left = n_bonds
 
     def delta(self) -> float | None:
-        if self.remaining is None:
+        if self.remaining is None or self.share is None:
             return None
-        return math.sqrt(max(self.remaining, 0.0) / max(self.left, 1))
+        return math.sqrt(max(self.remaining / max(self.left, 1), self.share))
 
     def spend(self, err: float) -> None:
         self.left -= 1
         if self.remaining is not None:
             self.remaining -= err * err
+
+
+def rounding_allowance(eps_compute: float, eps_store: float, dims: Sequence[int]) -> float:
+    """Estimated relative rounding error ``||A - A'|| / ||A||`` of a train of ``n`` cores
+    computed at precision ``eps_compute`` and stored at ``eps_store`` (the same, except for
+    half precision, which is computed in float32), with no truncation.
+
+    ``4 eps_compute sqrt(n r) + eps_store sqrt(n)``, with ``r`` the largest full-rank bond
+    (``min`` of an unfolding's two sides). Measured, exact decompositions of Gaussian matrices
+    (16 x 16 to 1024 x 1024, n = 2..5, real and complex, numpy SVD and every "auto" route)
+    commit 5 to 23 eps, 0.06 to 0.45 of this estimate; half precision about 0.4 of its own
+    epsilon. A tolerance is honoured with this much kept aside for rounding, so the smallest
+    tolerance a dtype can honour is twice it (see :func:`tnlm.mpo_decompose`).
+    """
+    n = len(dims)
+    if n < 2:
+        return 0.0
+    r = max(min(math.prod(dims[: k + 1]), math.prod(dims[k + 1 :])) for k in range(n - 1))
+    return 4.0 * eps_compute * math.sqrt(n * r) + eps_store * math.sqrt(n)
 
 
 def tt_svd(
@@ -74,6 +104,7 @@ def tt_svd(
     seed: int = 0,
     col_dims: Sequence[int] | None = None,
     norm: float | None = None,
+    reserve: float = 0.0,
 ) -> tuple[list[Array], TruncationReport]:
     """TT-SVD: left-to-right sweep of truncated SVDs (Oseledets 2011, Alg. 1).
 
@@ -93,6 +124,9 @@ def tt_svd(
         each unfolding moves only the axes it needs (see :func:`_unfolding`).
     norm : float, optional
         ``||t||_F`` when the caller has it (computed otherwise).
+    reserve : float
+        Relative error kept aside from ``tol`` for rounding (:func:`rounding_allowance`;
+        at most ``tol / 2``): the truncation spends ``tol - reserve``.
 
     Returns
     -------
@@ -102,7 +136,9 @@ def tt_svd(
     """
     cols = [1] * len(dims) if col_dims is None else [int(j) for j in col_dims]
     with B.blas_threads_for(t):
-        return _tt_svd_sweep(t, [int(i) for i in dims], cols, caps, tol, method, seed, norm)
+        return _tt_svd_sweep(
+            t, [int(i) for i in dims], cols, caps, tol, method, seed, norm, reserve
+        )
 
 
 def _unfolding(c: Array, r: int, ia: int, ja: int) -> Array:
@@ -143,6 +179,7 @@ def _tt_svd_sweep(
     method: str,
     seed: int,
     norm: float | None = None,
+    reserve: float = 0.0,
 ) -> tuple[list[Array], TruncationReport]:
     n = len(rows)
     dims = [i * j for i, j in zip(rows, cols)]
@@ -152,11 +189,11 @@ def _tt_svd_sweep(
     if 0 < norm < math.inf and not _SAFE_NORM[0] < norm < _SAFE_NORM[1]:
         e = max(-1000, min(1000, -math.frexp(norm)[1]))
         out, report = _tt_svd_sweep(
-            times_pow2(t, e), rows, cols, caps, tol, method, seed, math.ldexp(norm, e)
+            times_pow2(t, e), rows, cols, caps, tol, method, seed, math.ldexp(norm, e), reserve
         )
         out[-1] = times_pow2(out[-1], -e)
         return out, _scaled_report(report, -e)
-    budget = _Budget(tol, norm, n - 1)
+    budget = _Budget(tol, norm, n - 1, reserve)
     cores: list[Array] = []
     bonds: list[BondTruncation | None] = []
     # remainder (r, i_g..i_n, j_g..j_n), never interleaved; sites g.. are not split yet
@@ -424,7 +461,8 @@ def tt_round(
     balanced, e = _balance(cores)
     out = tt_orthogonalize(balanced, 0)
     norm = B.fnorm(out[0])
-    budget = _Budget(tol, norm, n - 1)
+    eps = B.real_dtype_eps(out[0])
+    budget = _Budget(tol, norm, n - 1, rounding_allowance(eps, eps, [c.shape[1] for c in out]))
     bonds: list[BondTruncation] = []
     for k in range(n - 1):
         r, d, s = out[k].shape

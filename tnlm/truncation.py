@@ -216,6 +216,10 @@ def _gram(
     r = _choose_rank(safe, cap, delta)
     if 0 < r < m and w[r - 1] < 1e4 * m * _EPS64 * w[0]:
         return _exact_split(c, cap, delta, seed)
+    if r > _choose_rank(tail, cap, delta):
+        # the tolerance is below what the Gram matrix resolves (its uncertainty, not the
+        # data, keeps rank r): the SVD finds the rank the exact method finds
+        return _exact_split(c, cap, delta, seed)
     u = B.cast_like(v[:, :r], c)  # (m, r)
     with B.threads_for(2.0 * r * m * n):
         rest = _herm(u) @ c  # (r, n) = diag(s) vh

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import tnlm
+from tnlm._tt_ops import rounding_allowance
 
 # --------------------------------------------------------------------------------------------
 # gradients through mpo_decompose
@@ -291,3 +293,155 @@ def test_reported_spectra_are_rescaled(backend, scale, route):
         np.testing.assert_allclose(
             backend.to_numpy(x.discarded) / scale, backend.to_numpy(y.discarded), rtol=1e-9
         )
+
+
+# --------------------------------------------------------------------------------------------
+# method="auto" finds the exact method's rank; the budget under a binding cap
+# --------------------------------------------------------------------------------------------
+
+
+def _kronecker_sum(d, n, seed):
+    """``sum_k I x .. x A_k x .. x I``: an MPO of bond dimension exactly 2."""
+    rng = np.random.default_rng(seed)
+    total = np.zeros((d**n, d**n))
+    for k in range(n):
+        term = np.ones((1, 1))
+        for j in range(n):
+            term = np.kron(term, rng.standard_normal((d, d)) if j == k else np.eye(d))
+        total += term
+    return total
+
+
+@pytest.mark.parametrize(("d", "n"), [(4, 3), (4, 4), (2, 6), (8, 3)])
+@pytest.mark.parametrize("tol", [1e-4, 1e-8, 1e-12])
+def test_auto_finds_the_exact_low_rank_at_small_tolerances(backend, d, n, tol):
+    """A rank-2 Kronecker sum: "svd" finds bonds of 2 at every tolerance, and "auto" (whose
+    Gram route cannot resolve tolerances near float64's epsilon) finds the same, not 16."""
+    k = _kronecker_sum(d, n, seed=d + n)
+    w = backend.asarray(k, "float64")
+    shape = ((d,) * n, (d,) * n)
+    exact = tnlm.mpo_decompose(w, shape, tol=tol, method="svd")
+    auto = tnlm.mpo_decompose(w, shape, tol=tol)
+    assert exact.bond_dims == (2,) * (n - 1)
+    assert auto.bond_dims == exact.bond_dims
+    measured = np.linalg.norm(backend.to_numpy(auto.to_dense()) - k) / np.linalg.norm(k)
+    assert measured <= tol
+
+
+@pytest.mark.parametrize("method", ["svd", "auto"])
+@pytest.mark.parametrize("case", ["spectral", "kronecker"])
+def test_bonds_after_a_binding_cap_still_truncate(backend, method, case):
+    """With tol and a cap that binds at bond 0 (the guarantee is lost, with a warning), every
+    later bond still cuts as much as Oseledets' even share ``tol ||W|| / sqrt(n - 1)`` allows
+    (it used to keep its full rank: the cap's overspend left it no budget)."""
+    if case == "spectral":
+        w, wn = backend.spectral(64, 64, seed=9, decay=0.15, dtype="float64")
+        shape, caps = 3, (2, None)
+    else:  # rank 2 plus a little noise: the later bonds can cut the noise
+        k = _kronecker_sum(4, 4, seed=1)
+        noise = np.random.default_rng(2).standard_normal(k.shape)
+        wn = k + 1e-3 * noise * np.linalg.norm(k) / np.linalg.norm(noise)
+        w, shape, caps = backend.asarray(wn, "float64"), ((4,) * 4, (4,) * 4), (1, None, None)
+    tol = 0.1
+    with pytest.warns(UserWarning, match=r"bond_dim caps bound before tol=0\.1 was reached"):
+        mpo = tnlm.mpo_decompose(w, shape, caps, tol=tol, method=method)
+    share = tol * mpo.report.norm / math.sqrt(len(caps))
+    free = tnlm.mpo_decompose(w, shape, tol=tol, method=method)
+    assert mpo.bond_dims[0] == caps[0]
+    for k, b in enumerate(mpo.report.bonds[1:], start=1):
+        assert b.error <= share * (1 + 1e-12)
+        # the smallest rank for the share: one less would cut more than the share
+        one_less = math.hypot(b.error, float(backend.to_numpy(b.kept)[-1]))
+        assert one_less > share * (1 - 1e-9)
+        assert b.rank <= free.bond_dims[k]
+    measured = np.linalg.norm(backend.to_numpy(mpo.to_dense()) - wn)
+    assert measured == pytest.approx(mpo.report.error, rel=1e-9)
+
+
+# --------------------------------------------------------------------------------------------
+# the smallest tolerance a dtype can honour
+# --------------------------------------------------------------------------------------------
+
+
+def _eps(dtype):
+    return float(np.finfo(np.dtype(dtype)).eps)
+
+
+def _two_core_matrix(sigma, k_small, dtype, seed):
+    """A 64 x 64 matrix whose 2-core unfolding ((8, 8), (8, 8)) has four singular values 1
+    and ``k_small`` equal to ``sigma``: cutting j of them commits exactly sqrt(j) sigma."""
+    rng = np.random.default_rng(seed)
+    s = np.zeros(64)
+    s[:4], s[4 : 4 + k_small] = 1.0, sigma
+    cplx = np.dtype(dtype).kind == "c"
+    u = np.linalg.qr(
+        rng.standard_normal((64, 64)) + (1j * rng.standard_normal((64, 64)) if cplx else 0)
+    )[0]
+    v = np.linalg.qr(
+        rng.standard_normal((64, 64)) + (1j * rng.standard_normal((64, 64)) if cplx else 0)
+    )[0]
+    m = (u * s) @ v.conj().T  # rows (i1, j1), cols (i2, j2)
+    return m.reshape(8, 8, 8, 8).transpose(0, 2, 1, 3).reshape(64, 64).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "sigma"),
+    [("float32", 1e-5), ("complex64", 1e-5), ("float64", 1e-13), ("complex128", 1e-13)],
+)
+@pytest.mark.parametrize("method", ["auto", "svd"])
+def test_tol_is_honoured_by_the_computed_cores(backend, dtype, sigma, method):
+    """Tolerances that the truncation alone would spend to the last bit (tol just above
+    sqrt(j) sigma / ||W||, where cutting j of the small singular values fits): the cores,
+    computed and stored in ``dtype``, still reconstruct W within tol, because the budget
+    keeps the rounding allowance aside (float32 measured up to 1.0017 tol without it)."""
+    wn = _two_core_matrix(sigma, 40, dtype, seed=3)
+    ref = wn.astype(np.complex128)
+    w = backend.asarray(wn, dtype)
+    reserve = rounding_allowance(_eps(dtype), _eps(dtype), [64, 64])
+    checked = 0
+    for j in range(4, 41, 3):
+        for slack in (1e-9, 1e-3):
+            tol = math.sqrt(j) * sigma / np.linalg.norm(ref) * (1 + slack)
+            if tol <= 2 * reserve:  # below what the dtype can honour (warns, tested below)
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no warning at a tolerance the dtype honours
+                mpo = tnlm.mpo_decompose(w, ((8, 8), (8, 8)), tol=tol, method=method)
+            measured = np.linalg.norm(backend.to_numpy(mpo.to_dense()) - ref) / np.linalg.norm(ref)
+            assert measured <= tol, (j, slack)
+            assert mpo.report.relative_error <= tol - reserve
+            checked += 1
+    assert checked >= 14
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tolerance_below_what_the_dtype_can_honour_warns(backend, dtype):
+    """float32 tol=1e-7 measured 6.8e-7 without a word: below twice the rounding allowance
+    the decomposition warns, naming the smallest tolerance the dtype can honour."""
+    w, wn = backend.spectral(64, 64, seed=1, decay=0.01, dtype=dtype)
+    tol = 1e-7 if dtype == "float32" else 1e-16
+    floor = 2 * rounding_allowance(_eps(dtype), _eps(dtype), [16, 16, 16])
+    with pytest.warns(
+        UserWarning,
+        match=rf"tol={tol} is below the smallest tolerance {dtype} can honour for this "
+        rf"shape \({floor:.1e}",
+    ):
+        mpo = tnlm.mpo_decompose(w, ((4, 4, 4), (4, 4, 4)), tol=tol)
+    measured = np.linalg.norm(backend.to_numpy(mpo.to_dense()) - wn) / np.linalg.norm(wn)
+    assert measured <= floor
+    with pytest.warns(UserWarning, match=rf"tol={tol} is below the smallest tolerance {dtype}"):
+        tnlm.tt_decompose(backend.asarray(wn.reshape(16, 16, 16), dtype), tol=tol)
+
+
+def test_half_precision_floor_uses_its_own_epsilon():
+    torch = pytest.importorskip("torch")
+    w = torch.randn(64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    floor16 = 2 * rounding_allowance(
+        _eps("float32"), float(torch.finfo(torch.bfloat16).eps), [16, 16, 16]
+    )
+    assert floor16 > 0.02
+    with pytest.warns(UserWarning, match=r"tol=0\.01 is below the smallest tolerance bfloat16"):
+        tnlm.mpo_decompose(w.to(torch.bfloat16), 3, tol=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tnlm.mpo_decompose(w, 3, tol=0.01)
