@@ -91,11 +91,13 @@ def _model_dir(path: Path) -> Path:
             "directory with checkpoints/index.json"
         ) from None
     # the index is a file we read: follow the name it gives only to a folder inside the run
-    root = ckpt.parent.resolve()
-    if not (ckpt.resolve().parent == root and (ckpt / CONFIG_NAME).is_file()):
+    # (lexically: a step folder that is a symbolic link to another disk is the user's choice)
+    roots = {os.path.normpath(path), os.path.normpath(path / "checkpoints")}
+    inside = os.path.dirname(os.path.normpath(ckpt)) in roots
+    if not (inside and (ckpt / CONFIG_NAME).is_file()):
         raise ValueError(
-            f"the checkpoint index of {path} names {ckpt.name!r}, which is not a checkpoint "
-            f"folder of {root} holding {CONFIG_NAME}"
+            f"the checkpoint index of {path} names {str(ckpt)!r}, which is not a checkpoint "
+            f"folder of the run holding {CONFIG_NAME}"
         )
     return ckpt
 
