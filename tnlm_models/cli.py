@@ -530,6 +530,17 @@ def _check_paths(cfg: Any) -> None:
                 break
 
 
+def _absolute_paths(cfg: Any) -> Any:
+    """The input paths made absolute, so that the config saved with the run still names
+    the same files when ``evaluate`` reads it from another working directory."""
+    return cfg.replace(
+        train_data=[os.path.abspath(p) for p in cfg.train_data],
+        valid_data=[os.path.abspath(p) for p in cfg.valid_data],
+        tokenizer=None if cfg.tokenizer is None else os.path.abspath(cfg.tokenizer),
+        init_from=None if cfg.init_from is None else os.path.abspath(cfg.init_from),
+    )
+
+
 def _parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     from .train.config import parse_override
 
@@ -572,6 +583,7 @@ def _run_training(args: argparse.Namespace) -> int:
         changes["progress"] = False
     cfg = cfg.replace(**changes)
     _check_paths(cfg)
+    cfg = _absolute_paths(cfg)
     result = train(None, None, cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(_summary(result, args.command))

@@ -301,6 +301,20 @@ def test_resume_then_override_reaches_the_config(run, tmp_path, capsys):
     assert "steps: 2 " in capsys.readouterr().out
 
 
+def test_a_run_remembers_its_files_from_any_working_directory(run, tmp_path, monkeypatch):
+    """Relative paths given to the CLI are saved absolute: evaluate (which reads the run's
+    validation files by default) finds the same files from another folder."""
+    monkeypatch.chdir(run["dir"])
+    argv = ["finetune", "--data", "train.tsv", "--valid-data", "dev.tsv", "--tokenizer", "tok"]
+    argv += ["-o", str(tmp_path / "run"), "-q", "--max-steps", "1", "batch_size=4"]
+    assert main(argv + ["max_seq_length=32", *TINY]) == 0
+    saved = (resolve_checkpoint(tmp_path / "run") / "train_config.json").read_text()
+    assert str(run["dev"]) in saved and str(run["tok"]) in saved
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nanother file\tneg\n")
+    assert evaluate(tmp_path / "run") == evaluate(tmp_path / "run", run["dev"])
+
+
 # ---------------------------------------------------------------------------- 5. errors
 def test_unusable_devices_are_one_line_errors(run, capsys):
     base = ["pretrain", "--data", str(run["text"]), "-q"]
