@@ -162,6 +162,32 @@ def test_predict_a_regression_writes_scores(run, tmp_path):
     assert metrics["spearman"] == pytest.approx(spearmanr(scores, gold)[0], abs=tol)
 
 
+def test_a_perfect_classifier_has_mcc_exactly_one(run):
+    """1 example of class 0 and 3 of class 1, all right: the MCC formula rounds to
+    1.0000000000000002 (metrics.matthews_corrcoef); evaluation reports 1.0."""
+    from types import SimpleNamespace
+
+    from tnlm_models.data import ClassificationDataset
+    from tnlm_models.train import TrainConfig, evaluate_model
+
+    class Oracle(torch.nn.Module):  # reads the class off the second token
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, **kwargs):
+            cls = input_ids[:, 1]  # (B,)
+            return SimpleNamespace(logits=torch.nn.functional.one_hot(cls, 2).float() * 50)
+
+    tok = WordPieceTokenizer.load(run["tok"])
+    items = [
+        {"input_ids": [2, y, 3], "token_type_ids": [0, 0, 0], "label": y} for y in [0, 1, 1, 1]
+    ]
+    cfg = TrainConfig(task="finetune", eval_batch_size=2)
+    metrics = evaluate_model(Oracle(), ClassificationDataset(items, ["0", "1"]), cfg, tok)
+    assert metrics["accuracy"] == 1.0 and metrics["mcc"] == 1.0
+
+
 def test_regression_metrics_are_clamped_and_defined():
     from tnlm_models.train.evaluation import regression_metrics
 

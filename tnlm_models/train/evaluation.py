@@ -111,6 +111,7 @@ def evaluate_model(
         )
     else:
         out.update(classification_metrics(cm.numpy().astype(np.int64)))
+        out["mcc"] = float(np.clip(out["mcc"], -1.0, 1.0))  # rounding can step past +-1
     return out
 
 
