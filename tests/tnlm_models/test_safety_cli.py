@@ -230,6 +230,12 @@ def test_predict_write_is_atomic(run, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["pred.tsv"]
 
 
+def test_predict_refuses_torchrun(run, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="predict runs in one process"):
+        predict(run["fine"], run["test"])
+
+
 def test_predict_needs_a_classifier(run, tmp_path):
     pre = tmp_path / "pre"
     assert (

@@ -181,6 +181,11 @@ def predict(
     >>> predict("runs/finetune-x", "glue/SST-2/test.tsv", "SST-2.tsv")  # doctest: +SKIP
     PosixPath('SST-2.tsv')
     """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(
+            "predict runs in one process (every process would write the same file); "
+            "start it without torchrun"
+        )
     data = Path(data)
     if not data.is_file():
         raise FileNotFoundError(f"data file not found: {data}")
