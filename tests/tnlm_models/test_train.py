@@ -326,7 +326,7 @@ def test_config_validation_messages(tmp_path):
     f.write_text('max_steps = "ten"\n')
     with pytest.raises(
         TypeError,
-        match=r"c.toml: training config key 'max_steps' must be int or "
+        match=r"c.toml:1: training config key 'max_steps' must be int or "
         r"None, got str",
     ):
         load_config(f)
