@@ -394,12 +394,12 @@ def test_tol_is_honoured_by_the_computed_cores(backend, dtype, sigma, method):
     sqrt(j) sigma / ||W||, where cutting j of the small singular values fits): the cores,
     computed and stored in ``dtype``, still reconstruct W within tol, because the budget
     keeps the rounding allowance aside (float32 measured up to 1.0017 tol without it)."""
-    wn = _two_core_matrix(sigma, 40, dtype, seed=3)
+    wn = _two_core_matrix(sigma, 60, dtype, seed=3)
     ref = wn.astype(np.complex128)
     w = backend.asarray(wn, dtype)
     reserve = rounding_allowance(_eps(dtype), _eps(dtype), [64, 64])
     checked = 0
-    for j in range(4, 41, 3):
+    for j in range(4, 41, 4):
         for slack in (1e-9, 1e-3):
             tol = math.sqrt(j) * sigma / np.linalg.norm(ref) * (1 + slack)
             if tol <= 2 * reserve:  # below what the dtype can honour (warns, tested below)
@@ -411,7 +411,7 @@ def test_tol_is_honoured_by_the_computed_cores(backend, dtype, sigma, method):
             assert measured <= tol, (j, slack)
             assert mpo.report.relative_error <= tol - reserve
             checked += 1
-    assert checked >= 14
+    assert checked >= 10
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
