@@ -148,7 +148,9 @@ class TrainConfig:
         checkpoint's tokenizer when fine-tuning or resuming, else a WordPiece vocabulary of
         ``vocab_size`` trained on the training text.
     vocab_size : int
+        Size of the WordPiece vocabulary trained when no ``tokenizer`` is given.
     lowercase : bool
+        Lowercase the text before tokenization (a trained or ``vocab.txt`` tokenizer).
     mlm_probability : float
         Fraction of tokens chosen for the masked-LM loss (80% ``[MASK]``, 10% random,
         10% kept).
@@ -176,6 +178,7 @@ class TrainConfig:
     no_decay : list of str
         Name fragments of parameters exempt from weight decay.
     adam_beta1, adam_beta2, adam_eps : float
+        AdamW's moment decay rates and denominator epsilon.
     lr_schedule : {"linear", "cosine", "constant"}
         Decay after warm-up, down to ``min_lr_ratio * learning_rate``.
     warmup_ratio : float
@@ -183,13 +186,16 @@ class TrainConfig:
     warmup_steps : int, optional
         Linear warm-up length in steps; when given it replaces ``warmup_ratio``.
     min_lr_ratio : float
+        The final learning rate as a fraction of ``learning_rate``.
     max_steps : int, optional
         Optimizer steps; default ``num_epochs`` epochs.
     num_epochs : int
+        Passes over the training data when ``max_steps`` is not set.
     batch_size : int
         Examples per optimizer step over all processes and accumulation steps; it must be
         divisible by ``gradient_accumulation_steps * world_size``.
     gradient_accumulation_steps : int
+        Micro-batches whose gradients are summed before each optimizer step.
     max_grad_norm : float
         Gradient clipping threshold (0 disables clipping).
     precision : {"auto", "fp32", "bf16"}
