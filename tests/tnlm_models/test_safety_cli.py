@@ -361,6 +361,22 @@ def test_unusable_devices_are_one_line_errors(run, capsys):
         assert "device 'cuda' requested but CUDA is not available; available: ['cpu']" in err
 
 
+def test_device_names_are_checked_against_this_machine(monkeypatch):
+    from tnlm_models.train.distributed import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"device 'tpu' cannot train a model.*\['cpu'"):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a one-GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda") == torch.device("cuda:0")
+    assert resolve_device("auto") == torch.device("cuda:0")
+    with pytest.raises(
+        ValueError, match=r"device 'cuda:3' does not exist; available: \['cpu', 'cuda', 'cuda:0'\]"
+    ):
+        resolve_device("cuda:3")
+
+
 def test_paths_are_checked_before_any_work(run, tmp_path, capsys, monkeypatch):
     def no_work(*args, **kwargs):
         raise AssertionError("the tokenizer was trained before the paths were checked")
