@@ -475,6 +475,16 @@ def test_plot_never_replaces_a_picture_it_did_not_make(run, tmp_path, capsys):
     assert sorted(p.name for p in mine.iterdir()) == ["loss.png", "lr.png", "metrics.png"]
 
 
+def test_plot_names_a_broken_metrics_line(tmp_path, capsys):
+    good = '{"step": 1, "split": "train", "loss": 2.0, "lr": 0.1}'
+    (tmp_path / "metrics.jsonl").write_text(f"{good}\nnot json\n{good}\n")
+    assert main(["plot", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'metrics.jsonl'}:2: not a JSON record" in _one_line_error(capsys)
+    (tmp_path / "metrics.jsonl").write_text(f"{good}\n" + good[:20])  # cut short by a crash
+    assert main(["plot", str(tmp_path), "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["loss.png", "lr.png"]
+
+
 # ---------------------------------------------------------------------------- 6. help
 @pytest.mark.parametrize("command", ["finetune", "evaluate", "predict", "plot"])
 def test_each_command_has_its_own_help(command, capsys):
