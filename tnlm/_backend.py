@@ -396,10 +396,11 @@ def _guarded_inverse(x: Any, scale: Any, eps: float) -> Any:
 
 
 @lru_cache(maxsize=1)
-def _safe_linalg() -> tuple[Any, Any]:
-    """torch autograd functions for the SVD and the Hermitian eigen-decomposition whose
-    backward passes stay finite at degenerate spectra (equal or zero singular values,
-    repeated eigenvalues), where torch's own backward returns NaN or Inf.
+def _safe_linalg() -> tuple[Any, Any, Any]:
+    """torch autograd functions for the SVD, the Hermitian eigen-decomposition and the QR of
+    a tall matrix whose backward passes stay finite at degenerate spectra (equal or zero
+    singular values, repeated eigenvalues, rank-deficient QR), where torch's own backward
+    returns NaN or Inf.
 
     The backward formulas are the usual ones (Townsend 2016; Wan and Zhang 2019) with every
     ``1 / (s_j**2 - s_i**2)``, ``1 / s_i`` and ``1 / (w_j - w_i)`` replaced by the guarded
@@ -479,7 +480,35 @@ def _safe_linalg() -> tuple[Any, Any]:
                 inner = inner + torch.diag(gw).to(v.dtype)
             return v @ inner @ herm(v)
 
-    return SafeSVD, SafeEigh
+    class SafeQR(torch.autograd.Function):
+        """Reduced QR of a tall (m >= n) matrix; backward ``gA = (gQ + Q copyltu(M)) R^-H``,
+        ``M = R gR^H - gQ^H Q`` (Liao et al. 2019), with ``R^-H = U diag(1 / s) V^H``
+        (``R = U diag(s) V^H``) and the guarded ``1 / s``: exact to rounding for a
+        well-conditioned R, finite for a rank-deficient one (where Q has no derivative)."""
+
+        @staticmethod
+        def forward(ctx: Any, a: Any) -> Any:  # type: ignore[override]
+            q, r = torch.linalg.qr(a, mode="reduced")
+            ctx.save_for_backward(q, r)
+            return q, r
+
+        @staticmethod
+        def backward(ctx: Any, gq: Any, gr: Any) -> Any:  # type: ignore[override]
+            q, r = ctx.saved_tensors
+            gq = torch.zeros_like(q) if gq is None else gq
+            gr = torch.zeros_like(r) if gr is None else gr.triu()
+            m_ = r @ herm(gr) - herm(gq) @ q  # (n, n)
+            low = m_.tril(-1)
+            diag = m_.diagonal().real if m_.dtype.is_complex else m_.diagonal()
+            b = gq + q @ (low + herm(low) + torch.diag(diag).to(m_.dtype))  # (m, n)
+            # R^-H = U diag(1 / s) V^H for R = U diag(s) V^H, with the guarded 1 / s
+            ur, sr, vhr = torch.linalg.svd(r)
+            eps = float(torch.finfo(sr.dtype).eps)
+            smax = sr.max() if sr.numel() else sr.new_zeros(())
+            sinv = _guarded_inverse(sr, smax, eps)
+            return ((b @ ur) * sinv[None, :]) @ vhr
+
+    return SafeSVD, SafeEigh, SafeQR
 
 
 def _fix_signs(u: Array, vh: Array) -> tuple[Array, Array]:
@@ -549,7 +578,10 @@ def qr(a: Array) -> tuple[Array, Array]:
     if is_torch(a):
         import torch
 
-        q, r = torch.linalg.qr(a, mode="reduced")
+        if a.requires_grad and a.shape[0] >= a.shape[1]:
+            q, r = _safe_linalg()[2].apply(a)
+        else:
+            q, r = torch.linalg.qr(a, mode="reduced")
         d = torch.diagonal(r)
         mag = d.abs()
         phase = torch.where(mag > 0, d / torch.where(mag > 0, mag, 1), torch.ones_like(d))

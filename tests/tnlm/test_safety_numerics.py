@@ -45,10 +45,38 @@ def test_gradients_are_finite_at_degenerate_spectra(kind, size, shape, method, d
     assert bool(torch.isfinite(x.grad).all()), mpo.report
 
 
+@pytest.mark.parametrize("kind", ["eye", "zero"])
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+def test_gradients_are_finite_for_exact_decompositions_and_rounding(kind, dtype):
+    """No cap: the sweep's QR steps on a rank-deficient unfolding (torch's QR backward
+    divides by R's zero diagonal), and norm() / compress() of a degenerate MPO (QR sweeps
+    and SVDs of TT-rounding)."""
+    torch = pytest.importorskip("torch")
+    dt = getattr(torch, dtype)
+    a = torch.eye(64, dtype=dt) if kind == "eye" else torch.zeros(64, 64, dtype=dt)
+    x = a.clone().requires_grad_(True)
+    mpo = tnlm.mpo_decompose(x, 3)
+    assert "qr" in [b.method for b in mpo.report.bonds]
+    dense = mpo.to_dense()
+    loss = (dense.abs() ** 2).sum() + dense.real.sum()
+    loss = loss + sum((c.abs() ** 2).sum() for c in mpo.cores)
+    loss = loss + (mpo.compress(2).to_dense().real.sum() if kind == "eye" else 0.0)
+    loss.backward()
+    assert bool(torch.isfinite(x.grad).all())
+    cores = [c.detach().clone().requires_grad_(True) for c in mpo.cores]
+    tnlm.MPO(cores).compress(2).to_dense().real.sum().backward()
+    assert all(bool(torch.isfinite(c.grad).all()) for c in cores)
+
+
 @pytest.mark.parametrize("method", ["auto", "svd"])
 @pytest.mark.parametrize(
     ("rows", "cols", "shape", "cap"),
-    [(16, 16, ((4, 4), (4, 4)), 3), (12, 16, ((2, 3, 2), (2, 4, 2)), (3, 2)), (16, 8, 2, 2)],
+    [
+        (16, 16, ((4, 4), (4, 4)), 3),
+        (12, 16, ((2, 3, 2), (2, 4, 2)), (3, 2)),
+        (16, 8, 2, 2),
+        (8, 8, ((2, 2, 2), (2, 2, 2)), None),  # exact: identity and QR steps
+    ],
 )
 def test_gradient_matches_finite_differences(method, rows, cols, shape, cap):
     """A non-degenerate spectrum: the gradient of the truncated reconstruction is that of
