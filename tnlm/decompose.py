@@ -117,7 +117,9 @@ def mpo_decompose(
         far below the unfolding's size (flop model in ``tnlm.truncation._rsvd_pays``), else
         LAPACK's SVD. The report's ``method`` per bond says which ("identity", "gram", "qr",
         "rsvd", "svd"); every reported error is the committed one (see docs/theory.md,
-        Section 3a, for its accuracy).
+        Section 3a, for its accuracy). On torch tensors that require grad, "auto" takes
+        the exact split where it would pick the randomized SVD, and every backward pass is
+        finite, degenerate spectra included (docs/theory.md, Section 3b).
     seed : int
         Seed of the randomized SVD (results are deterministic for a given seed).
 
