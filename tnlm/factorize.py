@@ -13,6 +13,11 @@ __all__ = ["factorize"]
 #: Primes below this are found by trial division; larger ones by Miller-Rabin and Pollard's rho.
 _TRIAL_LIMIT = 1000
 
+#: Largest ``dim`` accepted: no array axis is longer, and below it Miller-Rabin is exact and
+#: Pollard's rho needs at most about 2**16 steps per factor (a product of two 32-bit primes:
+#: 0.04 s).
+_MAX_DIM = 2**64 - 1
+
 #: Miller-Rabin bases that decide primality exactly for n < 3.3e24 (Sorenson and Webster 2015).
 _MR_BASES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
 
@@ -163,13 +168,15 @@ def factorize(dim: int, n: int) -> tuple[int, ...]:
     Raises
     ------
     ValueError
-        ``dim`` or ``n`` not a positive integer (bool and floats such as 8.9 included).
+        ``dim`` or ``n`` not a positive integer (bool and floats such as 8.9 included), or
+        ``dim`` above ``2**64 - 1`` (longer than any array axis).
 
     Notes
     -----
-    ``dim`` is factored by trial division by the primes below 1000, then Miller-Rabin
-    (deterministic below 3.3e24) and Pollard's rho, so large primes such as ``2**61 - 1`` are
-    recognised at once. The search for the most balanced split runs over the divisors of
+    ``dim`` is factored by trial division by the odd numbers below 1000, then Miller-Rabin
+    (deterministic in this range) and Pollard's rho (Brent), so large primes such as
+    ``2**61 - 1`` are recognised at once and a product of two 32-bit primes splits in
+    hundredths of a second. The search for the most balanced split runs over the divisors of
     ``dim`` with memoisation.
 
     Examples
@@ -186,6 +193,11 @@ def factorize(dim: int, n: int) -> tuple[int, ...]:
     """
     dim = _check_positive_int(dim, "dim")
     n = _check_positive_int(n, "n (number of factors)")
+    if dim > _MAX_DIM:
+        raise ValueError(
+            f"dim must be at most 2**64 - 1 (no array axis is longer); got {dim}, which "
+            "could take Pollard's rho hours to factor"
+        )
     order = _most_balanced(dim, n)
     c = n // 2
     positions = [c]

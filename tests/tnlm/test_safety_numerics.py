@@ -175,14 +175,24 @@ def _deadline(seconds):
     ("dim", "n", "expected"),
     [
         (2**61 - 1, 2, (1, 2**61 - 1)),
-        ((2**31 - 1) * (2**61 - 1), 3, (1, 2**61 - 1, 2**31 - 1)),
+        (2**64 - 59, 3, (1, 2**64 - 59, 1)),  # the largest prime below 2**64
+        (4294967279 * 4294967291, 2, (4294967279, 4294967291)),  # two 32-bit primes
+        (3 * (2**61 - 1), 3, (1, 2**61 - 1, 3)),
         (999983 * 1000003 * 1000033, 3, (999983, 1000033, 1000003)),
-        (2**89 - 1, 1, (2**89 - 1,)),
     ],
 )
 def test_factorize_large_primes_at_once(dim, n, expected):
     with _deadline(20.0):
         assert tnlm.factorize(dim, n) == expected
+
+
+def test_factorize_refuses_dims_longer_than_any_array_axis():
+    with pytest.raises(
+        ValueError, match=r"dim must be at most 2\*\*64 - 1 .*; got 18446744073709551616"
+    ):
+        tnlm.factorize(2**64, 2)
+    with _deadline(5.0), pytest.raises(ValueError, match=r"got 618970019642690137449562111"):
+        tnlm.factorize(2**89 - 1, 2)
 
 
 @pytest.mark.parametrize("make", [np.int64, np.int32, np.uint16, int])
