@@ -35,6 +35,7 @@ __all__ = [
     "tt_round",
     "tt_norm",
     "rounding_allowance",
+    "warn_if_tol_unmet",
     "spectrum_entropy",
     "times_pow2",
     "dense_equation",
@@ -93,6 +94,32 @@ def rounding_allowance(eps_compute: float, eps_store: float, dims: Sequence[int]
         return 0.0
     r = max(min(math.prod(dims[: k + 1]), math.prod(dims[k + 1 :])) for k in range(n - 1))
     return 4.0 * eps_compute * math.sqrt(n * r) + eps_store * math.sqrt(n)
+
+
+def warn_if_tol_unmet(
+    report: TruncationReport, tol: float | None, reserve: float, dtype: str, stacklevel: int
+) -> None:
+    """``UserWarning`` where ``tol`` cannot be guaranteed: below ``2 * reserve``, the
+    smallest tolerance ``dtype`` can honour (:func:`rounding_allowance`), or where a
+    ``bond_dim`` cap bound before ``tol`` was reached. ``stacklevel`` counts from here."""
+    if tol is None:
+        return
+    import warnings
+
+    if tol < 2.0 * reserve:
+        warnings.warn(
+            f"tol={tol} is below the smallest tolerance {dtype} can honour for "
+            f"this shape ({2.0 * reserve:.1e}, twice the estimated rounding error of the "
+            f"cores): the truncation was allowed tol/2 and rounding may add about "
+            f"{reserve:.1e}; work in double precision for a smaller error",
+            stacklevel=stacklevel,
+        )
+    if report.relative_error > tol * (1 + 1e-6):
+        warnings.warn(
+            f"bond_dim caps bound before tol={tol} was reached: relative error "
+            f"{report.relative_error:.3e} (see .report)",
+            stacklevel=stacklevel,
+        )
 
 
 def tt_svd(
@@ -462,7 +489,8 @@ def tt_round(
     out = tt_orthogonalize(balanced, 0)
     norm = B.fnorm(out[0])
     eps = B.real_dtype_eps(out[0])
-    budget = _Budget(tol, norm, n - 1, rounding_allowance(eps, eps, [c.shape[1] for c in out]))
+    reserve = rounding_allowance(eps, eps, [int(c.shape[1]) for c in out])
+    budget = _Budget(tol, norm, n - 1, reserve)
     bonds: list[BondTruncation] = []
     for k in range(n - 1):
         r, d, s = out[k].shape
@@ -477,4 +505,6 @@ def tt_round(
     if e:
         out[-1] = times_pow2(out[-1], e)
         report = _scaled_report(report, e)
+    # called by MPO.compress / TensorTrain.compress: the user's frame is three levels up
+    warn_if_tol_unmet(report, tol, reserve, B.dtype_name(out[0]), stacklevel=4)
     return out, report

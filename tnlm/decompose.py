@@ -10,7 +10,7 @@ import autoray as ar
 
 from . import _backend as B
 from ._checks import check_array, check_bond_dims, check_dims, check_tol
-from ._tt_ops import rounding_allowance, tt_svd
+from ._tt_ops import rounding_allowance, tt_svd, warn_if_tol_unmet
 from ._types import Array, BondDim, MatrixShape
 from .factorize import factorize
 from .mpo import MPO, TensorTrain
@@ -220,21 +220,4 @@ def _reserve(x: Array, xc: Array, dims: list[int], tol: float | None) -> float:
 
 
 def _warn_if_tol_missed(report: Any, tol: float | None, reserve: float, x: Array) -> None:
-    if tol is None:
-        return
-    import warnings
-
-    if tol < 2.0 * reserve:
-        warnings.warn(
-            f"tol={tol} is below the smallest tolerance {B.dtype_name(x)} can honour for "
-            f"this shape ({2.0 * reserve:.1e}, twice the estimated rounding error of the "
-            f"cores): the truncation was allowed tol/2 and rounding may add about "
-            f"{reserve:.1e}; decompose in double precision for a smaller error",
-            stacklevel=3,
-        )
-    if report.relative_error > tol * (1 + 1e-6):
-        warnings.warn(
-            f"bond_dim caps bound before tol={tol} was reached: relative error "
-            f"{report.relative_error:.3e} (see .report)",
-            stacklevel=3,
-        )
+    warn_if_tol_unmet(report, tol, reserve, B.dtype_name(x), stacklevel=4)

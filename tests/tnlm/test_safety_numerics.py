@@ -483,3 +483,19 @@ def test_half_precision_floor_uses_its_own_epsilon():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tnlm.mpo_decompose(w, 3, tol=0.01)
+
+
+def test_compress_warns_like_decompose(backend):
+    """compress(tol=...) keeps the same rounding allowance and says when tol cannot be met:
+    below the dtype's floor, or where a cap binds first (it used to be silent)."""
+    w, _ = backend.spectral(64, 64, seed=2, decay=0.05, dtype="float32")
+    mpo = tnlm.mpo_decompose(w, 3)
+    with pytest.warns(UserWarning, match=r"tol=1e-07 is below the smallest tolerance float32"):
+        mpo.compress(tol=1e-7)
+    with pytest.warns(UserWarning, match=r"bond_dim caps bound before tol=0\.01 was reached"):
+        out = mpo.compress(2, tol=0.01)
+    assert out.report.relative_error > 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mpo.compress(tol=0.01)
+        mpo.bond_entropies()
