@@ -3,6 +3,7 @@ and defaults that learn."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -289,3 +290,84 @@ def test_default_evaluates_every_epoch():
         6,
         7,
     ]
+
+
+# ---------------------------------------------------------------------------- defaults that learn
+FILLER = "the a of to in is that for it as with was on be by this are from or at an not".split()
+
+
+def _separable_rows(n: int, seed: int) -> list[str]:
+    """``sentence<TAB>label`` rows: filler words and one class word ("good": 1, "bad": 0)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        label = int(rng.integers(2))
+        words = list(rng.choice(FILLER, size=int(rng.integers(4, 10))))
+        words.insert(int(rng.integers(len(words) + 1)), "good" if label else "bad")
+        rows.append(f"{' '.join(words)}\t{label}")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_pretrained(tmp_path_factory) -> dict[str, Path]:
+    """A tiny MLM checkpoint pre-trained for 40 steps, and a trivially separable two-class
+    task of 576 training rows (18 steps of 32 per epoch, as in the report)."""
+    from tnlm_models.data import default_corpus
+    from tnlm_models.testing import tiny_model_settings
+    from tnlm_models.tokenization import WordPieceTokenizer
+    from tnlm_models.train import train
+
+    d = tmp_path_factory.mktemp("separable")
+    train_rows, dev_rows = _separable_rows(576, 1), _separable_rows(100, 2)
+    for name, rows in (("train.tsv", train_rows), ("dev.tsv", dev_rows)):
+        (d / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    docs = default_corpus()[:300]
+    (d / "corpus.txt").write_text("\n".join(docs), encoding="utf-8")
+    sentences = [r.split("\t")[0] for r in train_rows]
+    WordPieceTokenizer.train(docs + sentences, vocab_size=300).save(d / "tok")
+    model = tiny_model_settings(
+        hidden_size=32,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        initializer_range=0.1,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    pre = train(
+        None,
+        None,
+        dict(
+            train_data=[str(d / "corpus.txt")],
+            tokenizer=str(d / "tok"),
+            max_seq_length=32,
+            batch_size=8,
+            max_steps=40,
+            learning_rate=3e-3,
+            max_valid_examples=16,
+            progress=False,
+            output_dir=str(d / "pre"),
+            model=model,
+        ),
+    )
+    return {"pre": pre.run_dir, "train": d / "train.tsv", "dev": d / "dev.tsv", "root": d}
+
+
+def test_default_finetune_learns_a_separable_file_and_evaluates_every_epoch(tiny_pretrained):
+    from tnlm_models.train import train
+
+    t = tiny_pretrained
+    res = train(
+        str(t["pre"]),
+        {"train": str(t["train"]), "valid": str(t["dev"])},
+        # nothing but where things are: every hyper-parameter is the default
+        dict(task="finetune", progress=False, output_dir=str(t["root"] / "fine")),
+    )
+    assert res.metrics["accuracy"] == 1.0 and res.metrics["mcc"] == pytest.approx(1.0)
+    records = [
+        json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    valid = [r for r in records if r["split"] == "valid"]
+    assert [r["step"] for r in valid] == [18, 36, 54]  # one evaluation per epoch: a curve
+    lrs = [r["lr"] for r in records if r["split"] == "train"]
+    assert max(lrs) == pytest.approx(TrainConfig().learning_rate, rel=0.1)

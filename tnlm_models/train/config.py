@@ -264,7 +264,7 @@ class TrainConfig:
     warmup_steps: int | None = None
     min_lr_ratio: float = 0.0
     max_steps: int | None = None
-    num_epochs: int = 2
+    num_epochs: int = 3
     batch_size: int = 32
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
