@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 
 from tnlm_models import MPOBertConfig, MPOLinear, TrainConfig
@@ -371,3 +373,17 @@ def test_default_finetune_learns_a_separable_file_and_evaluates_every_epoch(tiny
     assert [r["step"] for r in valid] == [18, 36, 54]  # one evaluation per epoch: a curve
     lrs = [r["lr"] for r in records if r["split"] == "train"]
     assert max(lrs) == pytest.approx(TrainConfig().learning_rate, rel=0.1)
+
+
+# ---------------------------------------------------------------------------- packaging
+def test_packaging_metadata_uses_the_spdx_license_form():
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    # a table ({text = ...}) makes setuptools print a screen of deprecation warnings
+    assert project["project"]["license"] == "Apache-2.0"
+    (setuptools,) = [r for r in project["build-system"]["requires"] if r.startswith("setuptools")]
+    assert int(re.fullmatch(r"setuptools>=(\d+).*", setuptools).group(1)) >= 77  # SPDX support
+    assert "models" in project["project"]["optional-dependencies"]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert 'pip install -e ".[models]"' in readme
+    assert "TNLM_DATA_DIR" not in readme and "TNLM_DATA" in readme
