@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ._fields import Bounds, check_value
 from .config import MATRIX_NAMES, MPOBertConfig
 from .init import PRETRAINED_INITS, fit_shared_central, layer_map
 from .mpo_linear import MPOLinear
@@ -393,6 +394,10 @@ def from_bert(
     from .modeling import MPOBertForMaskedLM
 
     model_class = model_class or MPOBertForMaskedLM
+    clone_layer = check_value("clone_layer", clone_layer, int, "from_bert argument", Bounds(0))
+    als_iterations = check_value(
+        "als_iterations", als_iterations, int, "from_bert argument", Bounds(0)
+    )
     if init not in PRETRAINED_INITS:
         raise ValueError(f"unknown init {init!r}; expected one of {', '.join(PRETRAINED_INITS)}")
     state, hf = load_bert_state(source)

@@ -185,6 +185,10 @@ def test_from_bert_with_zero_layers_is_refused():
     )
     with pytest.raises(ValueError, match="num_hidden_layers must be an int >= 1, got 0"):
         MPOBertForMaskedLM.from_bert(bert, num_hidden_layers=0, num_cores=2)
+    with pytest.raises(TypeError, match="from_bert argument 'clone_layer' must be int, got bool"):
+        MPOBertForMaskedLM.from_bert(bert, init="clone", clone_layer=True, num_cores=2)
+    with pytest.raises(ValueError, match="als_iterations must be an int >= 0, got -1"):
+        MPOBertForMaskedLM.from_bert(bert, als_iterations=-1, num_cores=2)
 
 
 # ---------------------------------------------------------------------------- TrainConfig
