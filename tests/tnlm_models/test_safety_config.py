@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 import torch
 
 from tnlm_models import MPOBertConfig, MPOLinear, TrainConfig
 from tnlm_models.config import check_factorization
 from tnlm_models.train import load_config
+
+tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
 
 
 # ---------------------------------------------------------------------------- MPOLinear
