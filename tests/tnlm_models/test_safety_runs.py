@@ -508,3 +508,26 @@ def test_log_lines_do_not_tear_the_progress_bar(corpus, tmp_path, capsys):
     assert len(logs) >= 4
     # each log line starts a line of its own: no half-drawn bar before it
     assert all(err[i - 1] in "\r\n" for i in logs), [err[max(0, i - 60) : i + 20] for i in logs]
+
+
+# ------------------------------------------------------------ a failed set-up leaves nothing
+def test_a_run_that_fails_in_set_up_leaves_no_run_folder(corpus, tmp_path):
+    """An error found after the folder was marked (a bad model setting, no fine-tuning data)
+    takes the mark back: no empty run folders pile up under runs/."""
+    out = tmp_path / "runs" / "new-run"
+    bad_model = dict(TINY, num_cores=40)
+    with pytest.raises(ValueError, match="num_cores=40"):
+        train(None, None, base(corpus, out, model=bad_model))
+    assert not (tmp_path / "runs").exists()
+    no_data = base(corpus, out, task="finetune")
+    del no_data["train_data"]
+    with pytest.raises(ValueError, match="train_data"):
+        train(None, None, no_data)
+    assert not (tmp_path / "runs").exists()
+    # a folder the user made stays, empty, and a rerun with a good setting then works in it
+    out.mkdir(parents=True)
+    with pytest.raises(ValueError, match="num_cores=40"):
+        train(None, None, base(corpus, out, model=bad_model))
+    assert out.is_dir() and not any(out.iterdir())
+    result = train(None, None, base(corpus, out, max_steps=2))
+    assert result.step == 2 and (out / "run.json").is_file()

@@ -178,8 +178,14 @@ def train(
     >>> result = train(max_steps=20, progress=False)  # doctest: +SKIP
     """
     cfg = _apply_data_arg(_as_config(config, overrides), data)
+    undo: list[Callable[[], None]] = []
     with distributed_run(cfg.device) as env:
-        return _train(model_or_config, cfg, env, callbacks)
+        try:
+            return _train(model_or_config, cfg, env, callbacks, undo)
+        except BaseException:
+            for take_back in undo:  # a run that failed before writing: no empty run folder
+                take_back()
+            raise
 
 
 # what rank 0's set-up error is raised as on the other processes (most specific first)
@@ -191,18 +197,21 @@ _ERRORS: dict[str, type[Exception]] = {
 
 
 def _prepare_run(
-    run_dir: Path, cfg: TrainConfig, env: DistEnv
+    run_dir: Path, cfg: TrainConfig, env: DistEnv, undo: list[Callable[[], None]]
 ) -> tuple[Path | None, tuple[dict[str, Any], dict[str, Any]] | None]:
     """Check and mark the run folder, find the checkpoint to resume from (rank 0 decides).
 
     Returns the checkpoint and its ``(trainer_state, optimizer and RNG state)``, or
-    ``(None, None)`` for a new run. Rank 0's error is raised on every process.
+    ``(None, None)`` for a new run. Rank 0's error is raised on every process. A new mark's
+    undo (see :func:`prepare_run_dir`) is appended to ``undo``.
     """
     found: tuple[Path, dict[str, Any], dict[str, Any]] | None = None
     verdict: tuple[str, str] = ("ok", "")
     if env.is_main:
         try:
-            prepare_run_dir(run_dir, resume=cfg.resume, task=cfg.task)
+            unmark = prepare_run_dir(run_dir, resume=cfg.resume, task=cfg.task)
+            if unmark is not None:
+                undo.append(unmark)
             if cfg.resume:
                 target = run_dir if cfg.resume is True else Path(str(cfg.resume))
                 if not target.exists():
@@ -216,7 +225,9 @@ def _prepare_run(
             verdict = (kind, str(e))
     verdict = broadcast_object(verdict, env)
     if verdict[0] != "ok":
-        raise _ERRORS[verdict[0]](verdict[1])
+        error = _ERRORS[verdict[0]](verdict[1])
+        error.raised_on_every_process = True  # type: ignore[attr-defined]
+        raise error
     if not verdict[1]:
         return None, None
     ckpt = Path(verdict[1])
@@ -239,7 +250,11 @@ def _new_window() -> dict[str, float]:
 
 
 def _train(
-    model_or_config: Any, cfg: TrainConfig, env: DistEnv, callbacks: Sequence[Callable]
+    model_or_config: Any,
+    cfg: TrainConfig,
+    env: DistEnv,
+    callbacks: Sequence[Callable],
+    undo: list[Callable[[], None]],
 ) -> TrainResult:
     t_start = time.perf_counter()
     if cfg.num_threads is not None:
@@ -249,7 +264,7 @@ def _train(
     run_dir = Path(all_gather_objects(str(run_dir), env)[0])
 
     # ---- the run folder (checked and marked by rank 0), where the weights come from
-    resume_ckpt, resume_state = _prepare_run(run_dir, cfg, env)
+    resume_ckpt, resume_state = _prepare_run(run_dir, cfg, env, undo)
     source: Path | None = resume_ckpt
     if source is None and isinstance(model_or_config, str | os.PathLike):
         source = resolve_checkpoint(model_or_config, "best")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,12 @@ def _mark_run(path: Path, task: str) -> None:
     write_atomic(path / RUN_FILE, lambda fh: fh.write(json.dumps(info, indent=2).encode()))
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool | str, task: str) -> None:
+def prepare_run_dir(run_dir: Path, *, resume: bool | str, task: str) -> Callable[[], None] | None:
     """Check that a run may write into ``run_dir`` (see the module docstring); mark it.
 
-    Called on rank 0 only, before anything is written.
+    Called on rank 0 only, before anything is written. Returns, when this call marked the
+    folder, a function that takes the mark back (the marker, and the folders this call
+    created) if the run fails before writing anything else; else None.
 
     Raises
     ------
@@ -142,8 +145,23 @@ def prepare_run_dir(run_dir: Path, *, resume: bool | str, task: str) -> None:
             )
     if legacy:
         logger.warning("%s has no %s (an older tnlm run); marking it as a run", run_dir, RUN_FILE)
-    if not ours:
-        _mark_run(run_dir, task)
+    if ours:
+        return None
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    _mark_run(run_dir, task)
+    return lambda: _unmark_run(run_dir, created)
+
+
+def _unmark_run(run_dir: Path, created: list[Path]) -> None:
+    """Undo :func:`prepare_run_dir`'s mark if the folder still holds only the marker."""
+    try:
+        if [p.name for p in run_dir.iterdir()] != [RUN_FILE]:
+            return
+        (run_dir / RUN_FILE).unlink()
+        for d in created:  # deepest first; rmdir refuses a folder something else wrote into
+            d.rmdir()
+    except OSError:
+        pass
 
 
 def _rebuild_index(root: Path, latest: Path, old: dict[str, Any]) -> None:
