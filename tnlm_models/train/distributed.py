@@ -138,13 +138,15 @@ def distributed_run(device: str = "auto") -> Iterator[DistEnv]:
     """:func:`setup_distributed` for the length of a ``with`` block.
 
     On a normal exit the group this created is closed cleanly (barrier, then destroyed); on an
-    exception it is left to the launcher (see :meth:`DistEnv.close`).
+    exception it is left to the launcher (see :meth:`DistEnv.close`), unless every process
+    raised it at the same point (an exception with ``raised_on_every_process = True``, such
+    as a set-up error rank 0 found and shared), where the clean close is safe.
     """
     env = setup_distributed(device)
     try:
         yield env
-    except BaseException:
-        env.close(clean=False)
+    except BaseException as e:
+        env.close(clean=bool(getattr(e, "raised_on_every_process", False)))
         raise
     env.close()
 
