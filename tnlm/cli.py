@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import pickle
@@ -216,79 +215,47 @@ def _read_npz(path: str, key: str | None) -> tuple[Any, str, str | None]:
         raise CLIError(f"{path}: array {name!r} is unreadable ({_one_line(e)})") from None
 
 
-_ST_DTYPES = {
-    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
-    "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
-}  # fmt: skip
-_ST_MAX_HEADER = 100_000_000  # the safetensors library's own limit
-
-
-def _read_safetensors(path: str, key: str | None, size: int) -> tuple[Any, str, list[str]]:
-    """Read one tensor of a ``.safetensors`` file with numpy alone (the format is an
-    8-byte little-endian header length, a JSON header, then raw little-endian data);
-    bfloat16 is upcast to float32 (exactly), since numpy has no bfloat16."""
-    bad = f"{path} is not a valid .safetensors file"
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CLIError(f"{bad}: it has {size} bytes, fewer than the 8-byte header length")
-        n = int.from_bytes(head, "little")
-        limit = min(size - 8, _ST_MAX_HEADER)
-        if n > limit:
-            raise CLIError(
-                f"{bad}: its header length field claims {n:,} bytes; expected at most "
-                f"{limit:,} (the file has {size:,} bytes)"
-            )
-        try:
-            header = json.loads(f.read(n))
-        except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, nested too deep
-            raise CLIError(f"{bad}: its header is not JSON ({_one_line(e)[:200]})") from None
-        if not isinstance(header, dict):
-            raise CLIError(f"{bad}: its header is a JSON {type(header).__name__}, not an object")
-        header.pop("__metadata__", None)
-        data_size = size - 8 - n
-        entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
-        for name, info in header.items():
-            try:
-                dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-                shape = tuple(shape)
-                ok = all(isinstance(v, int) and v >= 0 for v in (*shape, begin, end))
-            except (TypeError, KeyError, ValueError):
-                ok = False
-            if not ok or not isinstance(dtype, str):
-                raise CLIError(
-                    f"{bad}: tensor {name!r} has a malformed entry "
-                    f"{_one_line(repr(info))[:200]}; expected dtype, shape and data_offsets"
-                )
-            itemsize = np.dtype(_ST_DTYPES[dtype]).itemsize if dtype in _ST_DTYPES else None
-            if not begin <= end <= data_size or (
-                itemsize is not None and end - begin != math.prod(shape) * itemsize
-            ):
-                raise CLIError(
-                    f"{bad}: tensor {name!r} ({dtype}, shape {shape}) claims bytes "
-                    f"[{begin:,}, {end:,}) of a {data_size:,}-byte data section; the file is "
-                    "truncated or corrupt"
-                )
-            entries[name] = (dtype, shape, begin, end)
-        name, note = _choose({k: v[1] for k, v in entries.items()}, key, path, "tensor")
-        dtype, shape, begin, end = entries[name]
-        if dtype not in _ST_DTYPES:
-            raise CLIError(
-                f"{path}: tensor {name!r} has dtype {dtype}, which tnlm cannot read; expected "
-                f"one of {', '.join(_ST_DTYPES)}"
-            )
-        raw = bytearray(end - begin)
-        f.seek(8 + n + begin)
-        if f.readinto(raw) != len(raw):
-            raise CLIError(f"{bad}: tensor {name!r} is cut short")
+def _read_safetensors(path: str, key: str | None) -> tuple[Any, str, list[str]]:
+    """Read one tensor of a ``.safetensors`` file with the safetensors library (which checks
+    the header and the data offsets); bfloat16 is upcast to float32 through torch (exactly),
+    since numpy has no bfloat16."""
+    try:
+        from safetensors import SafetensorError, safe_open
+    except ImportError:
+        raise CLIError(
+            f"reading {path} needs the safetensors package, which is not installed; install "
+            "it with: pip install safetensors"
+        ) from None
+    try:
+        with safe_open(path, framework="numpy") as f:
+            slices = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            shapes = {k: tuple(sl.get_shape()) for k, sl in slices.items()}
+            name, note = _choose(shapes, key, path, "tensor")
+            dtype = slices[name].get_dtype()
+            if dtype != "BF16":
+                try:
+                    return f.get_tensor(name), name, [note] if note else []
+                except (TypeError, AttributeError):  # a dtype numpy has no type for
+                    raise CLIError(
+                        f"{path}: tensor {name!r} has dtype {dtype}, which numpy cannot hold; "
+                        "expected a float, integer or bfloat16 tensor"
+                    ) from None
+    except SafetensorError as e:
+        raise CLIError(f"{path} is not a valid .safetensors file: {_one_line(e)}") from None
     notes = [note] if note else []
-    if dtype == "BF16":
-        bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
-        notes.append(
-            f"{path}[{name!r}] is bfloat16, which numpy cannot hold; upcast to float32 (exact)"
-        )
-        return bits.view(np.float32).reshape(shape), name, notes
-    return np.frombuffer(raw, dtype=_ST_DTYPES[dtype]).reshape(shape), name, notes
+    try:
+        import torch  # noqa: F401  (safetensors' "pt" framework reads bfloat16)
+    except ImportError:
+        raise CLIError(
+            f"{path}[{name!r}] is bfloat16, which numpy cannot hold; reading it needs torch, "
+            "which is not installed; install it with: pip install 'tnlm[torch]'"
+        ) from None
+    with safe_open(path, framework="pt") as f:
+        W = f.get_tensor(name).float().numpy()
+    notes.append(
+        f"{path}[{name!r}] is bfloat16, which numpy cannot hold; upcast to float32 (exact)"
+    )
+    return W, name, notes
 
 
 def _read_torch(path: str, key: str | None) -> tuple[Any, str | None, str | None]:
@@ -357,7 +324,7 @@ def _read_matrix(path: str, key: str | None) -> tuple[Any, str, list[str]]:
         W, name, note = _read_npz(path, key)
         notes += [note] if note else []
     elif ext == ".safetensors":
-        W, name, notes = _read_safetensors(path, key, size)
+        W, name, notes = _read_safetensors(path, key)
     else:
         W, name, note = _read_torch(path, key)
         notes += [note] if note else []

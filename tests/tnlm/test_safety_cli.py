@@ -313,37 +313,32 @@ BAD_INPUTS = [
     ),
     (
         ["{tmp}/garbage.safetensors", "--shape", "2"],
-        r"garbage\.safetensors is not a valid \.safetensors file: its header length field "
-        r"claims [\d,]+ bytes; expected at most 8",
+        r"garbage\.safetensors is not a valid \.safetensors file: .*header too large",
     ),
     (
         ["{tmp}/huge.safetensors", "--shape", "2"],
-        r"huge\.safetensors is not a valid \.safetensors file: its header length field claims "
-        r"4,398,046,511,104 bytes; expected at most 2 \(the file has 10 bytes\)",
+        r"huge\.safetensors is not a valid \.safetensors file: .*header too large",
     ),
     (
         ["{tmp}/cut.safetensors", "--shape", "2"],
-        r"cut\.safetensors is not a valid \.safetensors file: tensor 'w' \(F32, shape "
-        r"\(16, 12\)\) claims bytes \[0, 768\) of a 760-byte data section",
+        r"cut\.safetensors is not a valid \.safetensors file: .*not fully covered",
     ),
     (
         ["{tmp}/entry.safetensors", "--shape", "2"],
-        r"entry\.safetensors is not a valid \.safetensors file: tensor 'w' has a malformed "
-        r"entry 'xyz'; expected dtype, shape and data_offsets",
+        r"entry\.safetensors is not a valid \.safetensors file: .*invalid JSON in header",
     ),
     (
         ["{tmp}/deep.safetensors", "--shape", "2"],
-        r"deep\.safetensors is not a valid \.safetensors file: its header is not JSON \(",
+        r"deep\.safetensors is not a valid \.safetensors file: .*invalid JSON in header",
     ),
     (
         ["{tmp}/list.safetensors", "--shape", "2"],
-        r"list\.safetensors is not a valid \.safetensors file: its header is a JSON list, "
-        r"not an object",
+        r"list\.safetensors is not a valid \.safetensors file: .*invalid JSON in header",
     ),
     (
         ["{tmp}/f8.safetensors", "--shape", "2"],
-        r"f8\.safetensors: tensor 'w' has dtype F8_E4M3, which tnlm cannot read; expected "
-        r"one of F64, F32, F16, BF16",
+        r"f8\.safetensors: tensor 'w' has dtype F8_E4M3, which numpy cannot hold; expected "
+        r"a float, integer or bfloat16 tensor",
     ),
     (
         ["{tmp}/w.npy", "--shape", "99999999999999999999"],
@@ -563,12 +558,28 @@ def test_pt_without_torch_names_the_extra(tmp_path, capsys, monkeypatch) -> None
     )
 
 
-def test_safetensors_reads_without_the_safetensors_package(tmp_path, matrix, monkeypatch) -> None:
+def test_safetensors_without_the_package_names_it(tmp_path, matrix, capsys, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "safetensors", None)
     path = tmp_path / "w.safetensors"
     data = {"w": ("F64", (16, 12), matrix.astype("<f8").tobytes())}
     path.write_bytes(safetensors_bytes(data))
-    np.testing.assert_array_equal(cli.load_matrix(str(path)), matrix)
+    rc, out, err = run(capsys, "decompose", path, "--shape", "2")
+    assert rc == 2 and out == ""
+    assert re.fullmatch(
+        r"tnlm decompose: error: reading \S+w\.safetensors needs the safetensors package, "
+        r"which is not installed; install it with: pip install safetensors",
+        one_line(err),
+    )
+
+
+def test_safetensors_of_every_numpy_dtype_is_read_exactly(tmp_path, matrix) -> None:
+    for code, dtype in (("F64", "<f8"), ("F32", "<f4"), ("F16", "<f2"), ("I32", "<i4")):
+        path = tmp_path / f"w_{code}.safetensors"
+        m = matrix.astype(dtype)
+        path.write_bytes(safetensors_bytes({"w": (code, (16, 12), m.tobytes())}))
+        loaded = cli.load_matrix(str(path))
+        assert loaded.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(loaded, m)
 
 
 def test_pt_state_dict_with_int_keys_is_read_by_key(tmp_path, matrix, capsys) -> None:
