@@ -40,6 +40,19 @@ from .config import FORWARD_MODES, auto_factorize, check_factorization
 __all__ = ["MPOLinear", "full_bond_dims", "rebuild_weights"]
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device_type`` now, or None when it is off."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+        return None
+    if device_type == "cpu":  # pragma: no cover - older torch
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    return (
+        torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    )  # pragma: no cover
+
+
 def full_bond_dims(
     out_dims: Sequence[int], in_dims: Sequence[int], bond_dim: int | None = None
 ) -> tuple[int, ...]:
@@ -419,12 +432,16 @@ class MPOLinear(nn.Module):
         if self.choose_mode(rows) == "dense":
             return F.linear(x, self.rebuild_weight(), self.bias)
         x2 = x.reshape(rows, *self.in_dims)  # (N, in_1, ..., in_n)
-        y = tnlm.contract(self._input_eq(), x2, *self.cores)  # (N, out_1, ..., out_n)
+        cores = list(self.cores)
+        low = _autocast_dtype(x.device.type)
+        if low is not None:  # autocast does not reach the tensordots of the contraction
+            x2, cores = x2.to(low), [c.to(low) for c in cores]
+        y = tnlm.contract(self._input_eq(), x2, *cores)  # (N, out_1, ..., out_n)
         y = y.reshape(*lead, self.out_features)  # (..., out)
         if self.adapter_down is not None and self.adapter_up is not None:
             y = y + (x @ self.adapter_down.T) @ self.adapter_up.T  # (..., r) -> (..., out)
         if self.bias is not None:
-            y = y + self.bias
+            y = y + self.bias.to(y.dtype)  # as F.linear: the output keeps the compute dtype
         return y
 
     # ------------------------------------------------------------------ conversion

@@ -184,3 +184,36 @@ def test_rebuild_any_number_of_cores(n):
     eq = ",".join(terms) + "->" + "OPQRST"[:n] + "ijklmn"[:n]
     dense = torch.einsum(eq, *[c.detach() for c in layer.cores]).reshape(2**n, 2**n)
     torch.testing.assert_close(layer.mpo_weight().detach(), dense)
+
+
+@pytest.mark.parametrize("mode", ["dense", "cores", "auto"])
+@pytest.mark.parametrize("adapter_size", [0, 3])
+def test_bf16_autocast_on_both_paths(mode, adapter_size):
+    """Under CPU autocast both paths compute in bfloat16, give a bfloat16 output (as
+    nn.Linear does) and agree with the float32 layer to bfloat16's precision, with grads."""
+    layer = _layer(forward_mode=mode, adapter_size=adapter_size, dtype=torch.float32)
+    x = torch.randn(4, 5, 24, generator=torch.Generator().manual_seed(1))
+    ref = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    tol = 8 * torch.finfo(torch.bfloat16).eps * math.sqrt(layer.num_cores + 1)
+    assert float((y.float() - ref).norm() / ref.norm()) < tol
+    y.float().square().sum().backward()
+    grads = [p.grad for p in layer.parameters() if p.requires_grad]
+    assert all(
+        g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads
+    )
+
+
+def test_bf16_training_on_the_cores_path():
+    """precision="bf16" with the cores path forced (the trainer's own autocast)."""
+    from tnlm_models import MPOBertForMaskedLM
+    from tnlm_models.testing import tiny_config
+
+    model = MPOBertForMaskedLM(tiny_config(forward_mode="cores"))
+    ids = torch.randint(5, 50, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(input_ids=ids, labels=ids)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
