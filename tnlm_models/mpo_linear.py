@@ -191,6 +191,18 @@ class MPOLinear(nn.Module):
         self.bond_dim = bond_dim
         self.bond_dims = full_bond_dims(out_dims, in_dims, bond_dim)
         self.forward_mode = forward_mode
+        if central is not None:  # the layer's other parameters are made like the shared one
+            if dtype is not None and dtype != central.dtype:
+                raise ValueError(
+                    f"shared central tensor has dtype {central.dtype}, but the layer was asked "
+                    f"for dtype={dtype}; expected the same dtype"
+                )
+            if device is not None and torch.device(device) != central.device:
+                raise ValueError(
+                    f"shared central tensor is on {central.device}, but the layer was asked "
+                    f"for device={device}; expected the same device"
+                )
+            dtype, device = central.dtype, central.device
         factory = {"device": device, "dtype": dtype}
         for k in range(self.num_cores):
             shape = self.core_shape(k)

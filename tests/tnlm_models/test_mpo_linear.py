@@ -198,7 +198,7 @@ def test_bf16_autocast_on_both_paths(mode, adapter_size):
         y = layer(x)
     assert y.dtype == torch.bfloat16
     tol = 8 * torch.finfo(torch.bfloat16).eps * math.sqrt(layer.num_cores + 1)
-    assert float((y.float() - ref).norm() / ref.norm()) < tol
+    assert float((y.float() - ref).detach().norm() / ref.detach().norm()) < tol
     y.float().square().sum().backward()
     grads = [p.grad for p in layer.parameters() if p.requires_grad]
     assert all(
@@ -217,3 +217,18 @@ def test_bf16_training_on_the_cores_path():
         out = model(input_ids=ids, labels=ids)
     assert torch.isfinite(out.loss)
     out.loss.backward()
+
+
+def test_shared_central_dtype_and_device():
+    """A layer takes its dtype and device from a shared central tensor, and refuses others."""
+    shape = _layer(dtype=torch.float32).central.shape
+    central = torch.nn.Parameter(torch.zeros(shape, dtype=torch.float64))
+    layer = MPOLinear(24, 24, out_dims=(2, 3, 4), in_dims=(3, 2, 4), central=central)
+    assert layer.central is central
+    assert {p.dtype for p in layer.parameters()} == {torch.float64}
+    with pytest.raises(ValueError, match=r"central tensor has dtype torch.float64, but the layer"):
+        MPOLinear(
+            24, 24, out_dims=(2, 3, 4), in_dims=(3, 2, 4), central=central, dtype=torch.float32
+        )
+    with pytest.raises(ValueError, match=r"central tensor is on cpu, but the layer was asked"):
+        MPOLinear(24, 24, out_dims=(2, 3, 4), in_dims=(3, 2, 4), central=central, device="meta")
