@@ -424,6 +424,12 @@ def from_bert(
         else bert_kw["num_hidden_layers"] or src_layers
     )
     config = MPOBertConfig(**kw)
+    if config.num_hidden_layers < src_layers:
+        raise ValueError(
+            f"num_hidden_layers={config.num_hidden_layers} is fewer than the source's "
+            f"{src_layers} layers; from_bert builds a model of the same depth or a greater one "
+            "(it would otherwise drop source layers)"
+        )
     if config.hidden_size != bert_kw["hidden_size"]:
         raise ValueError(
             f"hidden_size={config.hidden_size} does not match the source's {bert_kw['hidden_size']}"

@@ -208,6 +208,8 @@ def test_bad_pretrained_input(hf_mlm, tmp_path):
         load_bert_state("bert-base-uncased")
     with pytest.raises(TypeError, match="source must be"):
         load_bert_state(42)
+    with pytest.raises(ValueError, match=r"num_hidden_layers=2 is fewer than the source's 3 "):
+        MPOBertForMaskedLM.from_bert(hf_mlm, num_hidden_layers=2, num_cores=3)
     with pytest.raises(ValueError, match=r"clone_layer=5 outside \[0, 3\)"):
         MPOBertForMaskedLM.from_bert(hf_mlm, init="clone", clone_layer=5, num_cores=3)
     (tmp_path / "empty").mkdir()
