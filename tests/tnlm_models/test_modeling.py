@@ -107,11 +107,20 @@ def test_central_sharing_shares_storage_and_gradients():
     names = [n for n, _ in model.unique_named_parameters() if "central" in n]
     assert sorted(names) == sorted(f"bert.encoder.central.{n}" for n in MATRIX_NAMES)
     assert len(list(model.central_parameters())) == len(MATRIX_NAMES)
+    # The shared gradient is the sum of the per-layer gradients of unshared copies: the
+    # same weights under sharing="none" (every layer its own copy of the central tensor).
+    model = model.double().eval()  # no dropout: both models compute the same function
+    copies = MPOBertForMaskedLM(tiny(sharing="none")).double().eval()
+    missing, unexpected = copies.load_state_dict(model.state_dict(), strict=False)
+    assert missing == [] and all(k.startswith("bert.encoder.central.") for k in unexpected)
     ids, mask, types = batch()
     model(ids, mask, types, labels=ids).loss.backward()
-    # The shared gradient is the sum of the per-layer contributions: nonzero, one tensor.
-    assert enc.central["query"].grad is not None
-    assert enc.central["query"].grad.abs().sum() > 0
+    copies(ids, mask, types, labels=ids).loss.backward()
+    for name in MATRIX_NAMES:
+        per_layer = sum(copies.bert.encoder.layer[i].linear(name).central.grad for i in range(L))
+        shared = enc.central[name].grad
+        assert shared is not None and shared.abs().sum() > 0
+        torch.testing.assert_close(shared, per_layer, rtol=1e-10, atol=1e-12)
 
 
 def test_all_sharing_applies_one_layer():
