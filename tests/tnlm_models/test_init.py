@@ -98,3 +98,27 @@ def test_unscaled_48_layers_lose_the_input_signal():
     # washes out its input at initialisation.
     _, _, s48 = _probe(48, "normal")
     assert s48["signal"] < 0.5
+
+
+def test_rebuilt_std_at_48_layers_and_hidden_768():
+    """The init-std contract at the paper's scale (48 layers, BERT-base widths), not only at
+    hidden 64: every sampled layer's rebuilt matrices have matrix_std within 1 %, and the
+    layers are distinct (their own auxiliary tensors) although they share the central one."""
+    from tnlm_models import MPOBertConfig, MPOBertModel
+
+    torch.manual_seed(0)
+    cfg = MPOBertConfig(
+        num_hidden_layers=48,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_attention_heads=12,
+        vocab_size=1000,
+    )
+    model = MPOBertModel(cfg, add_pooling_layer=False)
+    for name in MATRIX_NAMES:
+        target = matrix_std(cfg, name)
+        rebuilt = [model.encoder.layer[i].linear(name).rebuild_weight().detach() for i in (0, 47)]
+        for w in rebuilt:
+            assert abs(w.pow(2).mean().sqrt().item() / target - 1) < 0.01, name
+        assert not torch.allclose(rebuilt[0], rebuilt[1]), name
+    assert matrix_std(cfg, "output") == pytest.approx(0.02 / math.sqrt(2 * 48))
