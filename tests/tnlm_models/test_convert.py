@@ -45,15 +45,37 @@ def _hf_logits(hf, ids, mask, types):
         return hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
 
 
-@pytest.mark.parametrize("init", ["clone", "fit"])
-def test_full_rank_no_sharing_reproduces_hf_logits(hf_mlm, init):
+def test_full_rank_no_sharing_fit_reproduces_hf_logits(hf_mlm):
+    """ "fit" under sharing="none" decomposes every layer on its own: exact at full rank."""
     ids, mask, types = random_batch(V)
     model = MPOBertForMaskedLM.from_bert(hf_mlm, sharing="none", num_cores=3, init="fit").eval()
     with torch.no_grad():
         ours = model(ids, mask, types).logits
     torch.testing.assert_close(ours, _hf_logits(hf_mlm, ids, mask, types), rtol=1e-4, atol=1e-5)
     assert model.conversion_report.mean_relative_error < 1e-5
-    # "clone" of one layer reproduces a one-layer BERT exactly.
+
+
+def test_clone_copies_one_source_layer_to_every_layer(hf_mlm):
+    """ "clone" (the official method) gives every layer the MPO of source layer clone_layer:
+    at full rank each layer rebuilds exactly that layer's matrices."""
+    model = MPOBertForMaskedLM.from_bert(
+        hf_mlm, sharing="none", num_cores=3, init="clone", clone_layer=1
+    )
+    source = hf_mlm.bert.encoder.layer[1]
+    expected = {
+        "query": source.attention.self.query.weight,
+        "output": source.output.dense.weight,
+    }
+    for layer in model.bert.encoder.layer:
+        for name, w in expected.items():
+            rebuilt = layer.linear(name).rebuild_weight().detach()
+            torch.testing.assert_close(rebuilt, w.detach(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("init", ["clone", "fit"])
+def test_one_layer_central_sharing_reproduces_hf_logits(init):
+    """With one source layer both initialisations are exact at full rank."""
+    ids, mask, types = random_batch(V)
     torch.manual_seed(1)
     one = transformers.BertForMaskedLM(hf_config(num_hidden_layers=1)).eval()
     m1 = MPOBertForMaskedLM.from_bert(one, sharing="central", num_cores=3, init=init).eval()
