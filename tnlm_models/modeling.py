@@ -16,7 +16,7 @@ The forward pass reads top to bottom as in Hugging Face's ``modeling_bert.py`` (
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -101,6 +101,16 @@ def central_shape(config: MPOBertConfig, name: str) -> tuple[int, int, int, int]
     bonds = full_bond_dims(out_dims, in_dims, config.bond_dim)
     c = config.num_cores // 2
     return (bonds[c], out_dims[c], in_dims[c], bonds[c + 1])
+
+
+def _parameter_versions(modules: Sequence[nn.Module]) -> tuple[Any, ...]:
+    """What identifies the current values of the modules' parameters: each tensor's storage,
+    version counter (bumped by every in-place change), dtype and device."""
+    return tuple(
+        (p.data_ptr(), p._version, p.dtype, p.device, p.shape)
+        for m in modules
+        for p in m.parameters(recurse=False)
+    )
 
 
 def make_linear(config: MPOBertConfig, name: str, central: nn.Parameter | None = None) -> nn.Module:
@@ -245,6 +255,8 @@ class MPOBertEncoder(nn.Module):
             centrals = dict(self.central.items())
         n_modules = 1 if config.sharing == "all" else config.num_hidden_layers
         self.layer = nn.ModuleList(MPOBertLayer(config, centrals) for _ in range(n_modules))
+        # inference only: {matrix name: (parameter versions, rebuilt weights)}
+        self._weight_cache: dict[str, tuple[tuple[Any, ...], torch.Tensor]] = {}
 
     def rebuild_weights(self, rows: int) -> dict[str, torch.Tensor]:
         """Every layer module's MPO weights, rebuilt once per forward pass, in batches.
@@ -254,18 +266,47 @@ class MPOBertEncoder(nn.Module):
         replaces ``num_hidden_layers`` separate ones; under "all" sharing the one rebuilt
         weight serves every application of the shared layer.
 
+        In inference (``eval()`` and no gradient recording) the rebuilt weights are kept and
+        reused while the parameters stay the same version, so the model then costs what a
+        dense BERT costs: every MPO matrix takes the dense path with its cached weight. Any
+        change of a parameter (an optimizer step, ``load_state_dict``, an in-place edit under
+        ``no_grad``, a new tensor assigned, a dtype or device move) or ``train()`` drops the
+        cache. Edits through ``param.data`` bypass PyTorch's version counter: call
+        :meth:`clear_weight_cache` after those.
+
         Returns
         -------
         dict
             ``{matrix name: Tensor (len(self.layer), out, in)}``.
         """
+        cached = not self.training and not torch.is_grad_enabled()
+        if not cached:
+            self._weight_cache.clear()
         out: dict[str, torch.Tensor] = {}
         for name in MATRIX_NAMES:
             modules = [cast(MPOBertLayer, layer).linear(name) for layer in self.layer]
             first = modules[0]
-            if isinstance(first, MPOLinear) and first.choose_mode(rows) == "dense":
-                out[name] = rebuild_weights(cast(list[MPOLinear], modules))
+            if not isinstance(first, MPOLinear):
+                continue
+            mpo_modules = cast(list[MPOLinear], modules)
+            if cached:
+                key = _parameter_versions(mpo_modules)
+                hit = self._weight_cache.get(name)
+                if hit is None or hit[0] != key:
+                    hit = (key, rebuild_weights(mpo_modules))
+                    self._weight_cache[name] = hit
+                out[name] = hit[1]
+            elif first.choose_mode(rows) == "dense":
+                out[name] = rebuild_weights(mpo_modules)
         return out
+
+    def clear_weight_cache(self) -> None:
+        """Drop the rebuilt weights kept for inference (see :meth:`rebuild_weights`)."""
+        self._weight_cache.clear()
+
+    def train(self, mode: bool = True) -> MPOBertEncoder:
+        self._weight_cache.clear()
+        return super().train(mode)
 
     def layer_index(self, i: int) -> int:
         """Index into ``self.layer`` of the module that computes layer ``i``."""
