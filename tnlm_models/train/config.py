@@ -37,6 +37,7 @@ from .._fields import Bounds, check_fields
 __all__ = [
     "DATA_ENV",
     "DEFAULT_MODEL",
+    "FREEZE_MODES",
     "LR_SCHEDULES",
     "PRECISIONS",
     "TASKS",
@@ -60,6 +61,8 @@ _VARIABLE = re.compile(r"\$\{(\w+)\}")
 TASKS = ("pretrain", "finetune")
 LR_SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
+#: What ``freeze`` may hold: nothing frozen, or the central tensors and embedding tables.
+FREEZE_MODES = ("none", "central")
 
 #: The small MPOBERT that ``tnlm-train pretrain`` builds when no model is given: it trains
 #: on the built-in corpus in a few minutes on two CPU cores.
@@ -176,6 +179,12 @@ class TrainConfig:
         Peak learning rate.
     central_lr_factor : float
         Central tensors train at ``learning_rate * central_lr_factor``.
+    freeze : {"none", "central"}
+        ``"central"``: lightweight fine-tuning as in MPOP (Liu et al., ACL 2021): the
+        central tensors and the embedding tables (word, position, token type) get
+        ``requires_grad=False`` and stay bit-identical; the auxiliary tensors, adapters,
+        dense (non-MPO) matrices, norms, biases and the heads train. The model must have
+        central tensors. ``TrainResult.num_trainable_parameters`` counts what trains.
     weight_decay : float
         AdamW decoupled weight decay, applied to every parameter of two or more dimensions
         whose name contains none of ``no_decay``; never to biases and norms.
@@ -258,6 +267,7 @@ class TrainConfig:
     # optimisation
     learning_rate: float = 1e-3
     central_lr_factor: float = 1.0
+    freeze: str = "none"
     weight_decay: float = 0.01
     no_decay: list[str] = field(default_factory=lambda: ["bias", "LayerNorm", "layer_norm", "norm"])
     adam_beta1: float = 0.9
@@ -312,6 +322,7 @@ class TrainConfig:
             ("lr_schedule", LR_SCHEDULES),
             ("precision", PRECISIONS),
             ("text_format", ("blocks", "lines")),
+            ("freeze", FREEZE_MODES),
         ):
             if getattr(self, name) not in options:
                 raise ValueError(

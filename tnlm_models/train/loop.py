@@ -73,7 +73,7 @@ from .distributed import (
     distributed_run,
 )
 from .evaluation import evaluate_model
-from .optim import build_optimizer
+from .optim import build_optimizer, freeze_parameters, trainable_parameters
 from .runs import (
     METRICS_FILE,
     append_metrics,
@@ -107,13 +107,15 @@ class TrainResult:
     checkpoint, best_checkpoint : Path or None
         Last and best checkpoint directories.
     num_parameters : int
-        Unique trainable parameters.
+        Unique parameters (a shared tensor counted once).
     tokens_seen : int
         Non-padding tokens processed in this call (all processes).
     elapsed_s : float
     num_train_examples, num_valid_examples : int
     world_size : int
         Number of data-parallel processes.
+    num_trainable_parameters : int
+        Unique parameters that train (fewer than ``num_parameters`` under ``freeze``).
     """
 
     model: nn.Module
@@ -130,6 +132,7 @@ class TrainResult:
     num_train_examples: int = 0
     num_valid_examples: int = 0
     world_size: int = 1
+    num_trainable_parameters: int = 0
     config: TrainConfig = field(repr=False, default_factory=TrainConfig)
 
 
@@ -304,6 +307,13 @@ def _train(
         load_model_weights(model, resume_ckpt)
     _check_model(model, cfg, tok, num_labels)
     model.to(env.device)
+    if freeze_parameters(model, cfg.freeze):
+        logger.info(
+            "freeze=%r: %d of %d parameters train",
+            cfg.freeze,
+            trainable_parameters(model),
+            _unique_parameters(model),
+        )
     optimizer = build_optimizer(
         model,
         cfg.learning_rate,
@@ -594,5 +604,6 @@ def _train(
         num_train_examples=len(train_ds),
         num_valid_examples=0 if valid_ds is None else len(valid_ds),
         world_size=env.world_size,
+        num_trainable_parameters=trainable_parameters(model),
         config=cfg,
     )

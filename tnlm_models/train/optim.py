@@ -8,7 +8,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "central_parameter_ids", "parameter_groups"]
+__all__ = [
+    "build_optimizer",
+    "central_parameter_ids",
+    "freeze_parameters",
+    "parameter_groups",
+    "trainable_parameters",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +26,46 @@ def central_parameter_ids(model: nn.Module) -> set[int]:
     if callable(getter):
         return {id(p) for p in getter()}
     return {id(p) for n, p in model.named_parameters() if "central" in n}
+
+
+#: name fragments of the embedding tables that ``freeze="central"`` also freezes
+_EMBEDDING_TABLES = ("word_embeddings.", "position_embeddings.", "token_type_embeddings.")
+
+
+def freeze_parameters(model: nn.Module, mode: str) -> int:
+    """Set ``requires_grad=False`` on the parameters that ``mode`` freezes; return how many
+    tensors were frozen.
+
+    ``"none"`` freezes nothing. ``"central"`` (MPOP's lightweight fine-tuning, Liu et al.,
+    ACL 2021) freezes the central tensors and the embedding tables; auxiliary tensors,
+    adapters, dense matrices, norms, biases and heads keep training.
+
+    Raises
+    ------
+    ValueError
+        If ``mode`` is unknown, or ``"central"`` is asked of a model without central tensors.
+    """
+    if mode == "none":
+        return 0
+    if mode != "central":
+        raise ValueError(f"freeze must be one of ['none', 'central'], got {mode!r}")
+    central = central_parameter_ids(model)
+    if not central:
+        raise ValueError(
+            "freeze='central' needs a model with central tensors (MPO matrices); this model "
+            "has none (a dense model: use freeze='none')"
+        )
+    frozen = 0
+    for name, p in model.named_parameters():
+        if id(p) in central or any(s in name for s in _EMBEDDING_TABLES):
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    """Number of distinct parameters with ``requires_grad`` (a shared tensor counts once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def parameter_groups(
