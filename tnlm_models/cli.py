@@ -11,6 +11,7 @@ Examples
     tnlm-train evaluate runs/finetune-XXXX --data glue/SST-2/dev.tsv
     tnlm-train predict runs/finetune-XXXX --data glue/SST-2/test.tsv --out SST-2.tsv
     tnlm-train plot runs/finetune-XXXX
+    tnlm-train study --preset cpu --out runs/study        # resumable; see tnlm_models.study
     torchrun --nproc_per_node=2 -m tnlm_models pretrain --config examples/pretrain_small.toml
 
 Settings come from ``--config FILE`` (TOML or YAML), then the flags, then ``key=value``
@@ -293,6 +294,32 @@ def _parser() -> _Parser:
     pl.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holding metrics.jsonl)")
     pl.add_argument("--out", help="output folder (default RUN_DIR/plots)")
     pl.add_argument("--quiet", "-q", action="store_true", help="do not list the files written")
+    st = sub.add_parser(
+        "study",
+        help="the MPOBERT study: every arm pre-trained and fine-tuned, resumable",
+        description=(
+            "Pre-train dense BERT, ALBERT-style and MPOBERT arms at equal non-embedding\n"
+            "parameters, fine-tune each on every task folder (full and freeze=central) and\n"
+            "write OUT/results.jsonl, OUT/report.md and plots. Run it again to continue.\n"
+            "Data default: $TNLM_DATA or ../shared/data when present (tinyshakespeare,\n"
+            "wikitext-2, glue/SST-2, CoLA, STS-B), else the built-in corpus and no task."
+        ),
+        formatter_class=raw,
+    )
+    st.add_argument("--preset", required=True, help="smoke, cpu or gpu")
+    st.add_argument("--out", required=True, metavar="DIR", help="the study folder")
+    st.add_argument(
+        "--pretrain-data", nargs="+", action=_PathsAction, metavar="PATH", help="text files"
+    )
+    st.add_argument(
+        "--valid-data", nargs="+", action=_PathsAction, metavar="PATH", help="validation text"
+    )
+    st.add_argument(
+        "--task", action="append", default=None, metavar="DIR", help="a GLUE folder (repeat)"
+    )
+    st.add_argument("--seeds", type=int, help="fine-tuning seeds (default: the preset's)")
+    _add_device(st)
+    st.add_argument("--quiet", "-q", action="store_true", help="no log")
     return p
 
 
@@ -449,6 +476,14 @@ def _metrics_line(metrics: dict[str, Any], prefix: str = "", *, glue: bool = Tru
     return ", ".join(f"{prefix}{names.get(k, k)} {_metric_value(k, v)}" for k, v in metrics.items())
 
 
+def _trainable_note(result: Any, shared: int) -> str:
+    """``", 123 train (freeze='central')"`` when fewer than all parameters train, else ``""``."""
+    trainable = getattr(result, "num_trainable_parameters", 0)
+    if not trainable or trainable >= shared:
+        return ""
+    return f", {_fmt_int(trainable)} train (freeze={result.config.freeze!r})"
+
+
 def _summary(result: Any, task: str) -> str:
     cfg = result.config
     model = result.model
@@ -463,7 +498,8 @@ def _summary(result: Any, task: str) -> str:
     lines = [
         f"{verb} {type(model).__name__}: {mc.num_hidden_layers} layers, hidden "
         f"{mc.hidden_size}, sharing={getattr(mc, 'sharing', '?')}, "
-        f"{_fmt_int(shared)} parameters ({_fmt_int(unshared)} without cross-layer sharing)",
+        f"{_fmt_int(shared)} parameters ({_fmt_int(unshared)} without cross-layer sharing)"
+        + _trainable_note(result, shared),
         f"data: {data}: {_fmt_int(result.num_train_examples)} train / "
         f"{_fmt_int(result.num_valid_examples)} validation examples of <= {cfg.max_seq_length} "
         f"tokens; tokenizer: {result.tokenizer.vocab_size} WordPiece tokens",
@@ -657,6 +693,46 @@ def _run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_defaults() -> tuple[list[str], list[str]]:
+    """Pre-training files and task folders of the data folder ($TNLM_DATA, else
+    ../shared/data), or ``([], [])`` (the built-in corpus, no task) when it is absent."""
+    from .train.config import DATA_ENV
+
+    root = Path(os.environ.get(DATA_ENV) or "../shared/data")
+    if not root.is_dir():
+        return [], []
+    texts = [root / "tinyshakespeare" / "input.txt", root / "wikitext-2" / "valid.txt"]
+    tasks = [root / "glue" / t for t in ("SST-2", "CoLA", "STS-B")]
+    return [str(t) for t in texts if t.is_file()], [str(t) for t in tasks if t.is_dir()]
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from .study.arms import PRESETS
+    from .study.runner import run_study
+
+    if args.preset not in PRESETS:
+        raise UsageError(f"unknown --preset {args.preset!r}; expected one of {', '.join(PRESETS)}")
+    if args.overrides:
+        raise UsageError(f"study takes no KEY=VALUE overrides, got {args.overrides}")
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    texts, tasks = _study_defaults()
+    pretrain = args.pretrain_data if args.pretrain_data is not None else texts
+    task_dirs = args.task if args.task is not None else tasks
+    run_study(
+        args.preset,
+        args.out,
+        pretrain_data=pretrain,
+        valid_data=args.valid_data,
+        tasks=task_dirs,
+        seeds=args.seeds,
+        device=args.device or "auto",
+    )
+    if not args.quiet:
+        print(Path(args.out) / "report.md")
+    return 0
+
+
 def _require(*modules: str) -> None:
     """Import the ``[models]`` modules a command needs, before it does any work."""
     import importlib
@@ -700,6 +776,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "evaluate": _run_evaluate,
         "predict": _run_predict,
         "plot": _run_plot,
+        "study": _run_study,
     }
     needs = {"plot": ("matplotlib",)}.get(
         args.command, ("torch", "safetensors", "tokenizers", "tqdm")

@@ -1,0 +1,252 @@
+"""The study runner (tnlm_models.study) and the trainer's ``freeze`` setting."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tnlm_models import MPOBertConfig, MPOBertForMaskedLM, train
+from tnlm_models.cli import main
+from tnlm_models.study import build_arms, count_parameters, get_preset
+from tnlm_models.study.report import PLOTS
+from tnlm_models.study.runner import RESULTS_FILE, run_study, task_spec
+from tnlm_models.train.config import TrainConfig
+
+WORDS = "the a film plot actor scene story music light dark good bad long short new old".split()
+
+
+def _text(path: Path, n: int = 120, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 14))) for _ in range(n)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _sst(folder: Path, seed: int = 0) -> Path:
+    """A GLUE SST-2-style folder (sentence, label) with a separable label."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.tsv", 64), ("dev.tsv", 24)):
+        rows = ["sentence\tlabel"]
+        for _ in range(n):
+            y = rng.randint(0, 1)
+            word = rng.choice(["good", "new", "light"] if y else ["bad", "old", "dark"])
+            rows.append(f"the film was {word} and the {rng.choice(WORDS)}\t{y}")
+        (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+# ---------------------------------------------------------------------------- freeze
+def _tiny(**kw: Any) -> MPOBertForMaskedLM:
+    cfg = MPOBertConfig(
+        vocab_size=200,
+        hidden_size=16,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        max_position_embeddings=32,
+        num_cores=2,
+        adapter_size=2,
+        **kw,
+    )
+    torch.manual_seed(0)
+    model = MPOBertForMaskedLM(cfg)
+    model.init_weights(torch.Generator().manual_seed(0))
+    for name, p in model.named_parameters():
+        if "adapter" in name:  # zero at init: give them a value so that gradients reach all
+            torch.nn.init.normal_(p, std=0.02)
+    return model
+
+
+def test_freeze_central_keeps_central_tensors_and_embeddings(tmp_path: Path) -> None:
+    data = _text(tmp_path / "t.txt")
+    model = _tiny()
+    before = {n: p.detach().clone() for n, p in model.unique_named_parameters()}
+    result = train(
+        model,
+        str(data),
+        max_steps=3,
+        batch_size=4,
+        max_seq_length=32,
+        freeze="central",
+        output_dir=str(tmp_path / "run"),
+        progress=False,
+        vocab_size=200,
+        device="cpu",
+        num_threads=1,
+    )
+    frozen_parts = ("central", "word_embeddings", "position_embeddings", "token_type_embeddings")
+    changed = []
+    for name, p in result.model.unique_named_parameters():
+        same = torch.equal(p.detach().cpu(), before[name])
+        if any(s in name for s in frozen_parts):
+            assert same, f"{name} changed under freeze='central'"
+            assert not p.requires_grad
+        else:
+            changed.append(not same)
+    assert any("central" in n for n in before)
+    assert changed and all(changed), "every trainable tensor should move in 3 AdamW steps"
+    assert 0 < result.num_trainable_parameters < result.num_parameters
+
+
+def test_freeze_setting_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="freeze must be one of"):
+        TrainConfig(freeze="adapters")
+    with pytest.raises(TypeError, match="'freeze' must be str"):
+        TrainConfig(freeze=True)  # type: ignore[arg-type]
+    dense = _tiny(mpo_matrices=(), sharing="none")
+    with pytest.raises(ValueError, match="freeze='central' needs a model with central tensors"):
+        train(
+            dense,
+            str(_text(tmp_path / "t.txt")),
+            max_steps=1,
+            batch_size=4,
+            max_seq_length=32,
+            freeze="central",
+            output_dir=str(tmp_path / "run"),
+            progress=False,
+            device="cpu",
+        )
+
+
+# ---------------------------------------------------------------------------- arms
+def test_smoke_arms_are_matched_within_five_percent() -> None:
+    preset = get_preset("smoke")
+    arms = build_arms(preset)
+    names = [a.name for a in arms]
+    assert [a.family for a in arms] == ["dense", "albert", "mpo", "mpo", "mpo", "mpo"]
+    deep = max(preset.mpo_depths)
+    assert f"albert-L{deep}" in names and f"mpo-L{deep}-noad" in names
+    for arm in arms:
+        assert abs(arm.non_embedding_parameters - arm.budget) <= 0.05 * arm.budget, arm
+        assert count_parameters(arm.model) == (arm.unique_parameters, arm.non_embedding_parameters)
+    by_name = {a.name: a for a in arms}
+    assert by_name[f"mpo-L{deep}-noad"].model["adapter_size"] == 0
+    assert by_name[f"albert-L{deep}"].model["sharing"] == "all"
+    assert by_name[f"albert-L{deep}"].depth == deep
+    assert all(by_name[f"mpo-L{d}"].model["adapter_size"] > 0 for d in preset.mpo_depths)
+
+
+def test_preset_and_arm_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown study preset 'huge'; expected one of smoke"):
+        get_preset("huge")
+    with pytest.raises(TypeError, match="preset must be a name or a Preset, got int"):
+        get_preset(3)  # type: ignore[arg-type]
+    arm = build_arms("smoke")[0]  # dense: no central tensors
+    with pytest.raises(ValueError, match="fine-tuning mode 'central' does not apply"):
+        arm.finetune_config(get_preset("smoke"), "central", 0)
+    tight = get_preset("smoke")
+    import dataclasses
+
+    with pytest.raises(ValueError, match="no shape within 5% of the budget of 10 non-embedding"):
+        build_arms(dataclasses.replace(tight, budget=10))
+
+
+def test_task_folder_and_run_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="task folder .*nope does not exist"):
+        task_spec(tmp_path / "nope")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "train.tsv").write_text("sentence\tlabel\nok\t1\n", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="has no dev.tsv or dev_matched.tsv"):
+        task_spec(tmp_path / "t")
+    cola = tmp_path / "CoLA"
+    cola.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (cola / name).write_text("src\t1\t\tit works\nsrc\t0\t*\tworks it\n", encoding="utf-8")
+    spec = task_spec(cola)
+    assert (spec.layout, spec.metrics) == ("cola", ("mcc",))
+    with pytest.raises(ValueError, match="seeds must be >= 1, got 0"):
+        run_study("smoke", tmp_path / "s", seeds=0)
+    with pytest.raises(TypeError, match="seeds must be an int, got str '2'"):
+        run_study("smoke", tmp_path / "s", seeds="2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"unknown arm\(s\) \['bert'\]"):
+        run_study("smoke", tmp_path / "s", arms=["bert"])
+
+
+# ---------------------------------------------------------------------------- end to end
+class _Stop(Exception):
+    pass
+
+
+def test_smoke_study_end_to_end_skips_and_resumes(tmp_path: Path) -> None:
+    text = _text(tmp_path / "corpus.txt", n=200)
+    valid = _text(tmp_path / "valid.txt", n=30, seed=1)
+    task = _sst(tmp_path / "SST-2")
+    out = tmp_path / "study"
+    kwargs: dict[str, Any] = {
+        "pretrain_data": [text],
+        "valid_data": [valid],
+        "tasks": [task],
+        "device": "cpu",
+    }
+
+    # 1. interrupted in the first arm's pre-training after its step-3 checkpoint
+    def stop(record: dict[str, Any]) -> None:
+        if record["step"] == 4:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_study("smoke", out, callbacks=[stop], **kwargs)
+    first = out / "dense-L2" / "pretrain"
+    assert (first / "checkpoints" / "step-00000003").is_dir()
+    assert not (out / RESULTS_FILE).exists()
+
+    # 2. the next sitting resumes it at step 4 and runs every other arm
+    steps: list[int] = []
+    records = run_study("smoke", out, callbacks=[lambda r: steps.append(r["step"])], **kwargs)
+    assert steps[:3] == [4, 5, 6]  # dense-L2 pretrain resumed, not restarted
+    arms = build_arms("smoke")
+    done = [r for r in records if r.get("status") == "done"]
+    expected_runs = sum(1 + (2 if a.family == "mpo" else 1) for a in arms)
+    assert len(done) == expected_runs
+    metrics = [r for r in records if "value" in r]
+    assert metrics and all(math.isfinite(r["value"]) for r in metrics)
+    for arm in arms:
+        pre = [r for r in metrics if r["arm"] == arm.name and r["phase"] == "pretrain"]
+        assert {r["metric"] for r in pre} == {"loss", "accuracy"}
+        assert pre[0]["tokens"] > 0 and pre[0]["wall_s"] > 0 and pre[0]["cpu_s"] > 0
+        # the trained vocabulary may be smaller than the preset's (the MLM bias shrinks)
+        assert abs(pre[0]["non_embedding_parameters"] - arm.budget) <= 0.05 * arm.budget
+        fine = [r for r in metrics if r["arm"] == arm.name and r["phase"] == "finetune"]
+        assert {r["mode"] for r in fine} == ({"full", "central"} if arm.has_central else {"full"})
+        for r in fine:
+            assert r["metric"] == "accuracy"
+            if r["mode"] == "central":
+                assert r["trainable_parameters"] < r["unique_parameters"]
+            else:
+                assert r["trainable_parameters"] == r["unique_parameters"]
+            assert Path(r["run_dir"]).name == f"SST-2-{r['mode']}-s0"
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Pre-training" in report and "## Fine-tuning: SST-2, accuracy" in report
+    for name in PLOTS:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for line in (out / RESULTS_FILE).read_text(encoding="utf-8").splitlines():
+        json.loads(line)
+
+    # 3. a third sitting trains nothing
+    before = (out / RESULTS_FILE).read_bytes()
+    mtime = (first / "metrics.jsonl").stat().st_mtime_ns
+    calls: list[int] = []
+    again = run_study("smoke", out, callbacks=[lambda r: calls.append(r["step"])], **kwargs)
+    assert calls == []
+    assert (out / RESULTS_FILE).read_bytes() == before
+    assert (first / "metrics.jsonl").stat().st_mtime_ns == mtime
+    assert len(again) == len(records)
+
+
+def test_cli_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["study", "--preset", "tiny", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown --preset 'tiny'" in err
+    assert main(["study", "--preset", "smoke", "--out", str(tmp_path / "s"), "--seeds", "0"]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().err
+    bad = ["study", "--preset", "smoke", "--out", str(tmp_path / "s"), "--task", "missing"]
+    assert main(bad) == 2
+    assert "task folder missing does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

@@ -1,0 +1,312 @@
+"""``run_study``: pre-train and fine-tune every arm of a preset, resumably.
+
+Layout of a study folder ``OUT``::
+
+    OUT/results.jsonl                       one record per arm, seed, phase and metric,
+                                            and a "done" record per finished run
+    OUT/<arm>/pretrain/                     an ordinary run directory (tnlm_models.train)
+    OUT/<arm>/<task>-<mode>-s<seed>/        a fine-tuning run (mode: full | central)
+    OUT/report.md, OUT/*.png                written by tnlm_models.study.report
+
+A run with a "done" record is skipped; a run folder with checkpoints and no "done" record
+was interrupted and continues with the trainer's ``resume=True``; so a study can span
+several sittings. Tokens, wall and CPU time are read back from each run's
+``metrics.jsonl`` (which the trainer cuts back on resume), so they cover every sitting.
+Wall and CPU time are those of the training steps (evaluation excluded).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .arms import Arm, Preset, build_arms, finetune_modes, get_preset
+
+__all__ = ["RESULTS_FILE", "TaskSpec", "read_results", "run_study", "task_spec"]
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.jsonl"
+
+#: The metrics GLUE reports for each layout (tnlm_models.data.GLUE_LAYOUTS); the first is
+#: the one the report plots and the checkpoint selection uses.
+_GLUE_METRICS: dict[str, tuple[str, ...]] = {
+    "cola": ("mcc",),
+    "mrpc": ("f1", "accuracy"),
+    "qqp": ("f1", "accuracy"),
+    "sts-b": ("pearson", "spearman"),
+}
+_DEV_FILES = ("dev.tsv", "dev_matched.tsv")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A GLUE-format task folder: its files, layout and the metrics GLUE reports."""
+
+    name: str
+    train: Path
+    dev: Path
+    layout: str
+    metrics: tuple[str, ...]
+
+    @property
+    def regression(self) -> bool:
+        """Whether labels are real numbers (STS-B)."""
+        return self.layout == "sts-b"
+
+
+def task_spec(folder: str | os.PathLike) -> TaskSpec:
+    """Read a task folder (``train.tsv`` and ``dev.tsv``), detecting its GLUE layout.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder or one of its files is missing.
+    ValueError
+        If ``train.tsv`` has none of the GLUE layouts.
+    """
+    from ..data import detect_glue_layout
+
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"task folder {path} does not exist (expected a GLUE folder)")
+    train = path / "train.tsv"
+    if not train.is_file():
+        raise FileNotFoundError(f"task folder {path} has no train.tsv")
+    dev = next((path / n for n in _DEV_FILES if (path / n).is_file()), None)
+    if dev is None:
+        raise FileNotFoundError(f"task folder {path} has no {' or '.join(_DEV_FILES)}")
+    layout = detect_glue_layout(train).name
+    return TaskSpec(path.name, train, dev, layout, _GLUE_METRICS.get(layout, ("accuracy",)))
+
+
+# ---------------------------------------------------------------------------- results
+def read_results(out: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of ``out/results.jsonl`` (a torn last line is skipped)."""
+    path = Path(out) / RESULTS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                logger.warning("%s:%d: incomplete last record skipped", path, n)
+                continue
+            raise ValueError(f"{path}:{n}: not a JSON record") from None
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+def _append(out: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Append records in one ``write`` on an ``O_APPEND`` descriptor, then fsync."""
+    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
+    fd = os.open(out / RESULTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _key(rec: dict[str, Any]) -> tuple[Any, ...]:
+    return (rec.get("arm"), rec.get("phase"), rec.get("task"), rec.get("mode"), rec.get("seed"))
+
+
+def _run_totals(run_dir: Path) -> dict[str, Any]:
+    """Tokens, wall and CPU seconds of training, and the last validation record."""
+    from ..train.plot import read_metrics
+
+    tokens, wall, cpu = 0, 0.0, 0.0
+    valid: dict[str, Any] = {}
+    for r in read_metrics(run_dir):
+        if r.get("split") == "train" and "tokens" in r:
+            tokens += int(r["tokens"])
+            wall += r["tokens"] / max(float(r.get("tokens_per_s") or 0.0), 1e-9)
+            cpu += float(r.get("cpu_time_s", 0.0))
+        elif r.get("split") == "valid":
+            valid = r
+    return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "valid": valid}
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    ckpts = run_dir / "checkpoints"
+    return ckpts.is_dir() and any(p.name.startswith("step-") for p in ckpts.iterdir())
+
+
+# ---------------------------------------------------------------------------- runs
+def _train_run(
+    run_dir: Path,
+    config: dict[str, Any],
+    data: Any,
+    callbacks: Sequence[Callable[[dict[str, Any]], None]],
+    device: str,
+) -> Any:
+    from ..train import train
+
+    resume = _has_checkpoint(run_dir)
+    if resume:
+        logger.info("resuming %s", run_dir)
+    return train(
+        None,
+        data,
+        {**config, "output_dir": str(run_dir), "resume": resume, "device": device},
+        callbacks=callbacks,
+    )
+
+
+def _records(
+    base: dict[str, Any], result: Any, run_dir: Path, metrics: Sequence[str]
+) -> list[dict[str, Any]]:
+    model = result.model
+    unique = int(model.num_parameters(unique=True))
+    non_emb = unique - int(model.parameter_breakdown()["embeddings"])
+    totals = _run_totals(run_dir)
+    common = {
+        **base,
+        "unique_parameters": unique,
+        "non_embedding_parameters": non_emb,
+        "trainable_parameters": int(result.num_trainable_parameters),
+        "tokens": totals["tokens"],
+        "steps": int(result.step),
+        "wall_s": totals["wall_s"],
+        "cpu_s": totals["cpu_s"],
+        "run_dir": str(run_dir),
+    }
+    out = []
+    for name in metrics:
+        value = totals["valid"].get(name, result.metrics.get(name))
+        if value is None:
+            raise ValueError(f"run {run_dir} reported no validation {name!r}")
+        out.append({**common, "metric": name, "value": float(value)})
+    return out
+
+
+def run_study(
+    preset: str | Preset,
+    out: str | os.PathLike,
+    pretrain_data: Sequence[str | os.PathLike] | None = None,
+    valid_data: Sequence[str | os.PathLike] | None = None,
+    tasks: Sequence[str | os.PathLike] = (),
+    seeds: int | None = None,
+    *,
+    arms: Sequence[str] | None = None,
+    device: str = "cpu",
+    callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
+    report: bool = True,
+) -> list[dict[str, Any]]:
+    """Run (or continue) a study: pre-train every arm, fine-tune it per task, mode and seed.
+
+    Parameters
+    ----------
+    preset : {"smoke", "cpu", "gpu"} or Preset
+    out : path
+        The study folder (created; an existing one is continued).
+    pretrain_data, valid_data : list of paths, optional
+        Text for masked-LM pre-training (default: the built-in corpus) and its held-out
+        validation text (default: a seeded 5 % of the documents).
+    tasks : list of paths
+        GLUE-format folders (``train.tsv``, ``dev.tsv``), any GLUE layout.
+    seeds : int, optional
+        Fine-tuning seeds per task and mode (default: the preset's).
+    arms : list of str, optional
+        Only these arms (by name, e.g. ``"mpo-L12"``).
+    device : str
+        Training device (``TrainConfig.device``).
+    callbacks : list of callable
+        Passed to every ``train`` call (called after each optimizer step).
+    report : bool
+        Write ``report.md`` and the plots at the end.
+
+    Returns
+    -------
+    list of dict
+        Every record of ``out/results.jsonl``.
+
+    Raises
+    ------
+    TypeError, ValueError, FileNotFoundError
+        On a bad preset, seed count, arm name or task folder (named in the message).
+    """
+    p = get_preset(preset)
+    if seeds is None:
+        seeds = p.seeds
+    if isinstance(seeds, bool) or not isinstance(seeds, int):
+        raise TypeError(f"seeds must be an int, got {type(seeds).__name__} {seeds!r}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    if isinstance(tasks, str | os.PathLike):
+        tasks = [tasks]
+    specs = [task_spec(t) for t in tasks]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task folders must have distinct names, got {names}")
+    all_arms = build_arms(p)
+    chosen: list[Arm] = all_arms
+    if arms is not None:
+        known = {a.name: a for a in all_arms}
+        unknown = [a for a in arms if a not in known]
+        if unknown:
+            raise ValueError(f"unknown arm(s) {unknown}; expected names from {', '.join(known)}")
+        chosen = [known[a] for a in arms]
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    done = {_key(r) for r in read_results(root) if r.get("status") == "done"}
+    data_pre = {
+        "train": [str(x) for x in pretrain_data or []],
+        "valid": [str(x) for x in valid_data or []],
+    }
+
+    for arm in chosen:
+        base = {
+            "preset": p.name,
+            "arm": arm.name,
+            "family": arm.family,
+            "depth": arm.depth,
+            "budget": arm.budget,
+        }
+        pre_dir = root / arm.name / "pretrain"
+        key = {"phase": "pretrain", "task": None, "mode": None, "seed": 0}
+        if _key({**base, **key}) not in done:
+            cfg = arm.pretrain_config(p)
+            result = _train_run(pre_dir, cfg, data_pre, callbacks, device)
+            recs = _records({**base, **key}, result, pre_dir, ("loss", "accuracy"))
+            _append(root, [*recs, {**base, **key, "status": "done"}])
+        for spec in specs:
+            metric_best = spec.metrics[0]
+            for mode in finetune_modes(arm):
+                for seed in range(seeds):
+                    key = {"phase": "finetune", "task": spec.name, "mode": mode, "seed": seed}
+                    if _key({**base, **key}) in done:
+                        continue
+                    run_dir = root / arm.name / f"{spec.name}-{mode}-s{seed}"
+                    cfg = {
+                        **arm.finetune_config(p, mode, seed),
+                        "init_from": str(pre_dir),
+                        "regression": spec.regression,
+                        "metric_for_best": metric_best,
+                    }
+                    data = {"train": [str(spec.train)], "valid": [str(spec.dev)]}
+                    result = _train_run(run_dir, cfg, data, callbacks, device)
+                    recs = _records({**base, **key}, result, run_dir, spec.metrics)
+                    _append(root, [*recs, {**base, **key, "status": "done"}])
+    records = read_results(root)
+    bad = [r for r in records if "value" in r and not math.isfinite(float(r["value"]))]
+    for r in bad:
+        logger.warning("non-finite %s of %s (%s)", r["metric"], r["arm"], r["run_dir"])
+    if report:
+        from .report import write_report
+
+        write_report(root)
+    return records
