@@ -712,8 +712,9 @@ def _run_study(args: argparse.Namespace) -> int:
 
     if args.preset not in PRESETS:
         raise UsageError(f"unknown --preset {args.preset!r}; expected one of {', '.join(PRESETS)}")
-    if args.overrides:
-        raise UsageError(f"study takes no KEY=VALUE overrides, got {args.overrides}")
+    given = args.overrides[:-1] if args.device else args.overrides  # less --device's own
+    if given:
+        raise UsageError(f"study takes no KEY=VALUE overrides, got {given}")
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     texts, tasks = _study_defaults()

@@ -167,6 +167,17 @@ def test_task_folder_and_run_errors(tmp_path: Path) -> None:
         run_study("smoke", tmp_path / "s", seeds="2")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"unknown arm\(s\) \['bert'\]"):
         run_study("smoke", tmp_path / "s", arms=["bert"])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my notes\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="is not empty and holds no study.json"):
+        run_study("smoke", mine, arms=[])
+    assert sorted(p.name for p in mine.iterdir()) == ["report.md"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "study.json").write_text('{"preset": "cpu"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="holds a study of preset 'cpu', not 'smoke'"):
+        run_study("smoke", other, arms=[])
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -250,3 +261,18 @@ def test_cli_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(bad) == 2
     assert "task folder missing does not exist" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_cli_study_runs_on_the_data_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    (data / "tinyshakespeare").mkdir(parents=True)
+    _text(data / "tinyshakespeare" / "input.txt", n=200)
+    _sst(data / "glue" / "SST-2")
+    monkeypatch.setenv("TNLM_DATA", str(data))
+    out = tmp_path / "study"
+    assert main(["study", "--preset", "smoke", "--out", str(out), "--device", "cpu", "-q"]) == 0
+    runs = sorted(p.name for p in (out / "mpo-L3").iterdir())
+    assert runs == ["SST-2-central-s0", "SST-2-full-s0", "pretrain"]
+    assert (out / "report.md").is_file()

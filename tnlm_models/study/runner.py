@@ -2,6 +2,7 @@
 
 Layout of a study folder ``OUT``::
 
+    OUT/study.json                          marks the folder as a study (and its preset)
     OUT/results.jsonl                       one record per arm, seed, phase and metric,
                                             and a "done" record per finished run
     OUT/<arm>/pretrain/                     an ordinary run directory (tnlm_models.train)
@@ -28,11 +29,13 @@ from typing import Any
 
 from .arms import Arm, Preset, build_arms, finetune_modes, get_preset
 
-__all__ = ["RESULTS_FILE", "TaskSpec", "read_results", "run_study", "task_spec"]
+__all__ = ["RESULTS_FILE", "STUDY_FILE", "TaskSpec", "read_results", "run_study", "task_spec"]
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
+#: written first into a study folder: marks it as one (and names its preset)
+STUDY_FILE = "study.json"
 
 #: The metrics GLUE reports for each layout (tnlm_models.data.GLUE_LAYOUTS); the first is
 #: the one the report plots and the checkpoint selection uses.
@@ -138,6 +141,39 @@ def _run_totals(run_dir: Path) -> dict[str, Any]:
         elif r.get("split") == "valid":
             valid = r
     return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "valid": valid}
+
+
+def _claim(root: Path, preset: str) -> None:
+    """Mark ``root`` as a study of ``preset``, or check that it is one.
+
+    Raises
+    ------
+    ValueError
+        If ``root`` is a non-empty folder that is not a study (nothing is written into
+        it), or a study of another preset.
+    """
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"study folder {root} is a file; a folder was expected")
+    marker = root / STUDY_FILE
+    if marker.is_file():
+        try:
+            found = json.loads(marker.read_text(encoding="utf-8")).get("preset")
+        except (json.JSONDecodeError, AttributeError):
+            raise ValueError(f"{marker} is not a study marker (a JSON object)") from None
+        if found != preset:
+            raise ValueError(
+                f"{root} holds a study of preset {found!r}, not {preset!r}; choose another --out"
+            )
+        return
+    if root.is_dir() and any(root.iterdir()):
+        raise ValueError(
+            f"study folder {root} is not empty and holds no {STUDY_FILE}; nothing in it was "
+            "changed. Choose a new or empty folder, or an earlier study's"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{STUDY_FILE}.tmp"
+    tmp.write_text(json.dumps({"format": "tnlm-study", "preset": preset}) + "\n", "utf-8")
+    os.replace(tmp, marker)
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
@@ -261,7 +297,7 @@ def run_study(
             raise ValueError(f"unknown arm(s) {unknown}; expected names from {', '.join(known)}")
         chosen = [known[a] for a in arms]
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
+    _claim(root, p.name)
     done = {_key(r) for r in read_results(root) if r.get("status") == "done"}
     data_pre = {
         "train": [str(x) for x in pretrain_data or []],
