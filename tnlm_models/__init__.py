@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 try:
+    from ._hf_registration import register_when_imported
     from .config import MATRIX_NAMES, SHARING_MODES, MPOBertConfig
     from .modeling import (
         MPOBertForMaskedLM,
@@ -18,6 +19,9 @@ try:
     # ``tnlm_models.train`` is the function (the subpackage of the same name stays importable
     # as ``from tnlm_models.train import ...``).
     from .train import TrainConfig, evaluate, predict, train
+
+    # transformers' auto classes learn "mpobert" (tnlm_models.hf) when they are imported
+    register_when_imported()
 except ModuleNotFoundError as _missing:
     # A core-only install (no ``tnlm[models]``): the package stays importable, so that the
     # ``tnlm-train`` command (tnlm_models.cli) can say what to install; every name below then

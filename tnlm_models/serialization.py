@@ -57,6 +57,8 @@ def save_pretrained(model: Any, directory: str | Path) -> None:
         "architecture": type(model).__name__,
         "format_version": FORMAT_VERSION,
         "config": model.config.to_dict(),
+        # lets transformers' AutoConfig find the "mpobert" classes (tnlm_models.hf)
+        "model_type": "mpobert",
     }
     tmp = directory / f".{CONFIG_NAME}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:

@@ -1,0 +1,324 @@
+"""MPOBERT inside transformers: Auto classes, shared tensors stored once and re-tied,
+pipelines on a trained checkpoint, the transformers Trainer, bad folders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import tnlm_models  # noqa: E402  (registers "mpobert" with transformers' auto classes)
+from tnlm_models import (  # noqa: E402
+    MPOBertForMaskedLM,
+    MPOBertForSequenceClassification,
+    MPOBertModel,
+)
+from tnlm_models.data import default_corpus  # noqa: E402
+from tnlm_models.testing import random_batch, tiny_config, tiny_model_settings  # noqa: E402
+from tnlm_models.tokenization import WordPieceTokenizer  # noqa: E402
+from tnlm_models.train import train  # noqa: E402
+
+AUTO = {
+    "AutoModel": MPOBertModel,
+    "AutoModelForMaskedLM": MPOBertForMaskedLM,
+    "AutoModelForSequenceClassification": MPOBertForSequenceClassification,
+}
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _hf():
+    import tnlm_models.hf as hf
+
+    return hf
+
+
+def _logits(model, batch):
+    ids, mask, types = batch
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+def _stored_keys(folder: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as fh:
+        return list(fh.keys())
+
+
+def _assert_shared(model, layers: int):
+    enc = model.mpobert_model.encoder_module()
+    for name, central in enc.central.items():
+        assert all(getattr(enc.layer[i], name).central is central for i in range(layers))
+
+
+# ---------------------------------------------------------------------------- registration
+def test_import_registers_lazily_and_stays_fast():
+    code = (
+        "import sys, time; t = time.perf_counter(); import tnlm_models; "
+        "dt = time.perf_counter() - t; "
+        "assert 'transformers' not in sys.modules and 'tnlm_models.hf' not in sys.modules; "
+        "from transformers import AutoConfig; "
+        "from transformers.models.auto.configuration_auto import CONFIG_MAPPING; "
+        "print(CONFIG_MAPPING['mpobert'].__name__, round(dt, 2))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split()[0] == "MPOBertHFConfig"
+
+
+# ---------------------------------------------------------------------------- round trips
+@pytest.mark.parametrize("auto_name", sorted(AUTO))
+def test_auto_classes_load_project_and_hf_folders(tmp_path, auto_name):
+    torch.manual_seed(0)
+    project_cls = AUTO[auto_name]
+    model = project_cls(tiny_config()).eval()
+    model.save_pretrained(tmp_path / "project")
+    batch = random_batch()
+    ref = _logits(model, batch)
+    auto = getattr(transformers, auto_name)
+
+    loaded = auto.from_pretrained(tmp_path / "project")
+    assert type(loaded.mpobert_model) is project_cls
+    assert (_logits(loaded, batch) - ref).abs().max() <= 1e-6
+    loaded.save_pretrained(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf/config.json").read_text())
+    assert config["model_type"] == "mpobert"
+
+    again = auto.from_pretrained(tmp_path / "hf")
+    assert (_logits(again, batch) - ref).abs().max() <= 1e-6
+    assert again.mpobert_model.num_parameters() == model.num_parameters()
+    assert sum(p.numel() for p in again.parameters()) == model.num_parameters()
+    _assert_shared(again, 3)
+    # one copy of each shared tensor, under the project's names
+    keys = _stored_keys(tmp_path / "hf")
+    assert sorted(keys) == sorted(n for n, _ in model.unique_named_parameters())
+    assert not any(".central" in k and ".layer." in k for k in keys)
+
+
+def test_hf_layout_folder_keeps_one_parameter_and_one_gradient(tmp_path):
+    hf = _hf()
+    torch.manual_seed(1)
+    config = hf.MPOBertHFConfig.from_mpobert_config(tiny_config())
+    model = transformers.AutoModelForMaskedLM.from_config(config)
+    assert isinstance(model, hf.MPOBertHFForMaskedLM)
+    model.save_pretrained(tmp_path)
+    loaded = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path)
+    enc = loaded.bert.encoder
+    a, b = enc.layer[0].query.central, enc.layer[2].query.central
+    assert a is b is enc.central["query"] and a.data_ptr() == b.data_ptr()
+    ids, mask, types = random_batch()
+    loaded(input_ids=ids, attention_mask=mask, labels=ids).loss.backward()
+    grads = [p.grad for p in loaded.parameters() if p.grad is not None]
+    assert len(grads) == len(list(loaded.parameters()))  # each parameter once, with a gradient
+    assert enc.central["query"].grad is not None
+
+
+# ---------------------------------------------------------------------------- trained checkpoint
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """A tiny pre-trained run and a fine-tuned one (the project's trainer)."""
+    d = tmp_path_factory.mktemp("trained")
+    docs = default_corpus()[:200]
+    (d / "corpus.txt").write_text("\n".join(docs), encoding="utf-8")
+    WordPieceTokenizer.train(docs, vocab_size=200).save(d / "tok")
+    pre = train(
+        None,
+        None,
+        dict(
+            train_data=[str(d / "corpus.txt")],
+            tokenizer=str(d / "tok"),
+            max_seq_length=32,
+            batch_size=8,
+            max_steps=4,
+            progress=False,
+            eval_batch_size=16,
+            max_valid_examples=16,
+            output_dir=str(d / "pre"),
+            model=tiny_model_settings(),
+        ),
+    )
+    rows = ["a good and fine statement\t1", "it works well\t1", "a bad error\t0", "it fails\t0"]
+    (d / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows * 3) + "\n")
+    fine = train(
+        str(pre.run_dir),
+        {"train": str(d / "train.tsv"), "valid": str(d / "train.tsv")},
+        dict(
+            task="finetune",
+            max_steps=3,
+            batch_size=4,
+            progress=False,
+            max_seq_length=32,
+            output_dir=str(d / "fine"),
+        ),
+    )
+    return {"pre": Path(pre.checkpoint), "fine": Path(fine.checkpoint), "data": d}
+
+
+def test_run_folder_loads_through_the_helper_and_the_wrapper(trained):
+    hf = _hf()
+    run = trained["pre"].parent.parent
+    assert hf.model_folder(run) == trained["pre"]
+    ref = _logits(MPOBertForMaskedLM.from_pretrained(run).eval(), random_batch(vocab_size=200))
+    via_helper = transformers.AutoModelForMaskedLM.from_pretrained(hf.model_folder(run))
+    direct = hf.MPOBertHFForMaskedLM.from_pretrained(run)
+    for model in (via_helper, direct):
+        assert torch.equal(_logits(model, random_batch(vocab_size=200)), ref)
+
+
+def test_checkpoint_tokenizer_loads_as_fast_tokenizer(trained, tmp_path):
+    hf = _hf()
+    tok = transformers.AutoTokenizer.from_pretrained(trained["pre"])
+    assert isinstance(tok, transformers.PreTrainedTokenizerFast)
+    assert tok.mask_token == "[MASK]" and tok.pad_token == "[PAD]"
+    project = WordPieceTokenizer.load(trained["pre"])
+    assert tok("the cat")["input_ids"] == project.encode("the cat")[0]
+    helper = hf.load_tokenizer(trained["pre"].parent.parent)  # a run folder
+    assert helper("the cat")["input_ids"] == project.encode("the cat")[0]
+    assert helper.model_max_length == 32
+    # the HF save path writes tokenizer_config.json; AutoTokenizer reads it back
+    model = transformers.AutoModelForMaskedLM.from_pretrained(trained["pre"])
+    model.save_pretrained(tmp_path)
+    helper.save_pretrained(tmp_path)
+    assert (tmp_path / "tokenizer_config.json").is_file()
+    again = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert again("the cat")["input_ids"] == project.encode("the cat")[0]
+
+
+def test_fill_mask_and_text_classification_pipelines(trained):
+    fill = transformers.pipeline(
+        "fill-mask",
+        model=transformers.AutoModelForMaskedLM.from_pretrained(trained["pre"]),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(trained["pre"]),
+    )
+    out = fill("the [MASK] is here", top_k=3)
+    assert len(out) == 3
+    assert {"score", "token", "token_str", "sequence"} <= set(out[0])
+    assert all(0 <= r["score"] <= 1 for r in out)
+    assert out[0]["score"] >= out[1]["score"] >= out[2]["score"]
+
+    clf = transformers.pipeline(
+        "text-classification",
+        model=transformers.AutoModelForSequenceClassification.from_pretrained(trained["fine"]),
+        tokenizer=transformers.AutoTokenizer.from_pretrained(trained["fine"]),
+    )
+    res = clf(["a good statement", "a bad error"])
+    assert len(res) == 2 and all(set(r) == {"label", "score"} for r in res)
+    assert all(r["label"] in ("LABEL_0", "LABEL_1") and 0.5 <= r["score"] <= 1 for r in res)
+
+
+# ---------------------------------------------------------------------------- HF Trainer
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict[str, torch.Tensor]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.rows[i]
+
+
+def _trainer_losses(model, rows, out_dir: Path) -> list[float]:
+    args = transformers.TrainingArguments(
+        output_dir=str(out_dir),
+        max_steps=8,
+        per_device_train_batch_size=4,
+        learning_rate=3e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        dataloader_num_workers=0,
+    )
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=_Rows(rows))
+    trainer.train()
+    return [r["loss"] for r in trainer.state.log_history if "loss" in r]
+
+
+@pytest.mark.parametrize("task", ["mlm", "classification"])
+def test_hf_trainer_lowers_the_loss_and_keeps_sharing(tmp_path, task):
+    # transformers.Trainer needs accelerate (transformers[torch])
+    pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate")
+    hf = _hf()
+    torch.manual_seed(3)
+    config = hf.MPOBertHFConfig.from_mpobert_config(tiny_config(num_labels=2))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 97, (4, 12), generator=g)
+    if task == "mlm":
+        model = hf.MPOBertHFForMaskedLM(config)
+        rows = [{"input_ids": ids[i], "labels": ids[i]} for i in range(4)]
+    else:
+        model = hf.MPOBertHFForSequenceClassification(config)
+        rows = [{"input_ids": ids[i], "labels": torch.tensor(i % 2)} for i in range(4)]
+    losses = _trainer_losses(model, rows, tmp_path / "out")
+    assert len(losses) == 8 and losses[-1] < losses[0]
+    _assert_shared(model, 3)
+    model.save_pretrained(tmp_path / "saved")
+    auto = getattr(
+        transformers,
+        "AutoModelForMaskedLM" if task == "mlm" else "AutoModelForSequenceClassification",
+    )
+    loaded = auto.from_pretrained(tmp_path / "saved")
+    _assert_shared(loaded, 3)
+    batch = random_batch()
+    assert (_logits(loaded, batch) - _logits(model.eval(), batch)).abs().max() <= 1e-6
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_folder_of_another_model_type_is_refused(tmp_path):
+    hf = _hf()
+    bert = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    transformers.BertForMaskedLM(bert).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="model_type 'bert', expected 'mpobert'"):
+        hf.MPOBertHFForMaskedLM.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="model_type 'bert', expected 'mpobert'"):
+        hf.MPOBertHFConfig.from_pretrained(tmp_path)
+
+
+def test_config_that_does_not_match_the_weights_is_refused(tmp_path):
+    hf = _hf()
+    config = hf.MPOBertHFConfig.from_mpobert_config(tiny_config())
+    hf.MPOBertHFForMaskedLM(config).save_pretrained(tmp_path / "hf")
+    raw = json.loads((tmp_path / "hf/config.json").read_text())
+    raw["bond_dim"] = 2
+    (tmp_path / "hf/config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r"bond_dim=2.*the config does not match the weights"):
+        transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf")
+    MPOBertForMaskedLM(tiny_config()).save_pretrained(tmp_path / "project")
+    with pytest.raises(ValueError, match=r"num_cores=2.*the config does not match the weights"):
+        transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "project", num_cores=2)
+    with pytest.raises(ValueError, match="unknown sharing mode 'layers'"):
+        hf.MPOBertHFConfig(sharing="layers")
+    with pytest.raises(TypeError, match="config must be an MPOBertHFConfig, got BertConfig"):
+        hf.MPOBertHFForMaskedLM(transformers.BertConfig())
+
+
+def test_config_converts_both_ways():
+    hf = _hf()
+    cfg = tiny_config(bond_dim=4, mpo_matrices=("query", "output"), num_labels=3)
+    hf_cfg = hf.MPOBertHFConfig.from_mpobert_config(cfg)
+    assert hf_cfg.num_labels == 3 and hf_cfg.to_mpobert_config() == cfg
+    assert hf.MPOBertHFConfig.from_dict(hf_cfg.to_dict()).to_mpobert_config() == cfg
+    assert set(hf._SHARED_FIELDS) | {"num_labels"} == set(cfg.to_dict())
+    assert tnlm_models.MPOBertConfig is type(cfg)
