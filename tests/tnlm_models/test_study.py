@@ -222,6 +222,9 @@ def test_smoke_study_end_to_end_skips_and_resumes(tmp_path: Path) -> None:
         pre = [r for r in metrics if r["arm"] == arm.name and r["phase"] == "pretrain"]
         assert {r["metric"] for r in pre} == {"loss", "accuracy"}
         assert pre[0]["tokens"] > 0 and pre[0]["wall_s"] > 0 and pre[0]["cpu_s"] > 0
+        assert (
+            math.isfinite(pre[0]["train_flops_per_token"]) and pre[0]["train_flops_per_token"] > 0
+        )
         # the trained vocabulary may be smaller than the preset's (the MLM bias shrinks)
         assert abs(pre[0]["non_embedding_parameters"] - arm.budget) <= 0.05 * arm.budget
         fine = [r for r in metrics if r["arm"] == arm.name and r["phase"] == "finetune"]

@@ -107,13 +107,14 @@ def write_report(out: str | os.PathLike) -> list[Path]:
     lines += [
         "Parameters are unique (a shared tensor once); non-embedding excludes the embedding "
         "tables and their LayerNorm. Tokens, wall and CPU time are the training steps' "
-        "(evaluation excluded). Spread: sample standard deviation over seeds.",
+        "(evaluation excluded); training FLOPs per token are counted by torch's flop counter on "
+        "one forward and backward pass. Spread: sample standard deviation over seeds.",
         "",
         "## Pre-training",
         "",
-        "| arm | family | depth | unique | non-embedding | tokens | wall s | CPU s | "
-        "valid MLM loss | valid MLM accuracy |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| arm | family | depth | unique | non-embedding | tokens | train MFLOP/token | "
+        "wall s | CPU s | valid MLM loss | valid MLM accuracy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_metric = {(r["arm"], r["metric"]): r["value"] for r in rows if r["phase"] == "pretrain"}
     for name, r in arms.items():
@@ -121,7 +122,8 @@ def write_report(out: str | os.PathLike) -> list[Path]:
         acc = by_metric.get((name, "accuracy"), math.nan)
         lines.append(
             f"| {name} | {r['family']} | {r['depth']} | {r['unique_parameters']:,} | "
-            f"{r['non_embedding_parameters']:,} | {r['tokens']:,} | {r['wall_s']:.1f} | "
+            f"{r['non_embedding_parameters']:,} | {r['tokens']:,} | "
+            f"{r.get('train_flops_per_token', math.nan) / 1e6:.2f} | {r['wall_s']:.1f} | "
             f"{r['cpu_s']:.1f} | {loss:.4f} | {acc:.4f} |"
         )
     groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)

@@ -13,7 +13,9 @@ A run with a "done" record is skipped; a run folder with checkpoints and no "don
 was interrupted and continues with the trainer's ``resume=True``; so a study can span
 several sittings. Tokens, wall and CPU time are read back from each run's
 ``metrics.jsonl`` (which the trainer cuts back on resume), so they cover every sitting.
-Wall and CPU time are those of the training steps (evaluation excluded).
+Wall and CPU time are those of the training steps (evaluation excluded). Training FLOPs per
+token (``train_flops_per_token``) are counted by ``torch.utils.flop_counter`` on one
+forward and backward pass of a micro-batch, on the trained model.
 """
 
 from __future__ import annotations
@@ -202,8 +204,47 @@ def _train_run(
     )
 
 
+def _flops_per_token(model: Any, cfg: dict[str, Any]) -> float | None:
+    """Training FLOPs per token: one forward and backward pass of a micro-batch of
+    ``max_seq_length`` tokens, counted by ``torch.utils.flop_counter`` (matrix products and
+    attention; frozen tensors get no weight gradient, so ``freeze`` costs less). None when
+    it cannot be counted."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    seq = int(cfg.get("max_seq_length", 64))
+    batch = max(1, int(cfg.get("batch_size", 8)) // int(cfg.get("gradient_accumulation_steps", 1)))
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(0)
+    vocab = int(model.config.vocab_size)
+    ids = torch.randint(5, vocab, (batch, seq), generator=gen).to(device)  # (B, T)
+    mask = torch.ones_like(ids)  # (B, T)
+    if cfg.get("task") == "pretrain":
+        labels = ids.clone()  # (B, T); the head computes every position's logits anyway
+    elif int(model.config.num_labels) == 1:
+        labels = torch.zeros(batch, device=device)  # (B,)
+    else:
+        labels = torch.zeros(batch, dtype=torch.long, device=device)  # (B,)
+    was_training = model.training
+    model.train()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+    except (RuntimeError, ValueError, TypeError) as e:  # pragma: no cover - an exotic model
+        logger.warning("FLOPs per token not counted: %s", e)
+        return None
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return float(counter.get_total_flops()) / (batch * seq)
+
+
 def _records(
-    base: dict[str, Any], result: Any, run_dir: Path, metrics: Sequence[str]
+    base: dict[str, Any],
+    result: Any,
+    run_dir: Path,
+    metrics: Sequence[str],
+    cfg: dict[str, Any],
 ) -> list[dict[str, Any]]:
     model = result.model
     unique = int(model.num_parameters(unique=True))
@@ -220,6 +261,9 @@ def _records(
         "cpu_s": totals["cpu_s"],
         "run_dir": str(run_dir),
     }
+    flops = _flops_per_token(model, cfg)
+    if flops is not None:
+        common["train_flops_per_token"] = flops
     out = []
     for name in metrics:
         value = totals["valid"].get(name, result.metrics.get(name))
@@ -317,7 +361,7 @@ def run_study(
         if _key({**base, **key}) not in done:
             cfg = arm.pretrain_config(p)
             result = _train_run(pre_dir, cfg, data_pre, callbacks, device)
-            recs = _records({**base, **key}, result, pre_dir, ("loss", "accuracy"))
+            recs = _records({**base, **key}, result, pre_dir, ("loss", "accuracy"), cfg)
             _append(root, [*recs, {**base, **key, "status": "done"}])
         for spec in specs:
             metric_best = spec.metrics[0]
@@ -335,7 +379,7 @@ def run_study(
                     }
                     data = {"train": [str(spec.train)], "valid": [str(spec.dev)]}
                     result = _train_run(run_dir, cfg, data, callbacks, device)
-                    recs = _records({**base, **key}, result, run_dir, spec.metrics)
+                    recs = _records({**base, **key}, result, run_dir, spec.metrics, cfg)
                     _append(root, [*recs, {**base, **key, "status": "done"}])
     records = read_results(root)
     bad = [r for r in records if "value" in r and not math.isfinite(float(r["value"]))]
