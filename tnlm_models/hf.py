@@ -215,7 +215,8 @@ def _project_folder(path: Any) -> Path | None:
 
 
 def _check_stored_shapes(folder: Path, model: MPOBertPreTrainedModel) -> None:
-    """``ValueError`` naming the first stored tensor whose shape ``model`` does not have."""
+    """``ValueError`` naming the first stored encoder tensor whose shape ``model`` (built
+    from the config) does not have."""
     from safetensors import safe_open
 
     path = folder / WEIGHTS_NAME
@@ -224,7 +225,7 @@ def _check_stored_shapes(folder: Path, model: MPOBertPreTrainedModel) -> None:
     params = dict(model.named_parameters(remove_duplicate=False))
     with safe_open(str(path), framework="pt") as fh:
         for key in fh.keys():  # noqa: SIM118 (safe_open has no __iter__)
-            if key not in params:
+            if key not in params or not key.removeprefix("bert.").startswith("encoder."):
                 continue
             stored = tuple(fh.get_slice(key).get_shape())
             expected = tuple(params[key].shape)
@@ -343,20 +344,39 @@ class MPOBertHFPreTrainedModel(PreTrainedModel):
         _check_stored_shapes(folder, probe)
 
     @classmethod
-    def _from_project_folder(
-        cls, folder: Path, config: Any, kwargs: dict[str, Any]
-    ) -> "MPOBertHFPreTrainedModel":
+    def _from_project_folder(cls, folder: Path, config: Any, kwargs: dict[str, Any]) -> Any:
         if config is not None and not isinstance(config, MPOBertHFConfig):
             raise TypeError(f"config must be an MPOBertHFConfig, got {type(config).__name__}")
         if config is None:
             fields = {k: v for k, v in kwargs.items() if k in _SHARED_FIELDS or k == "num_labels"}
             config = MPOBertHFConfig.from_pretrained(folder, **fields)
         cls._check_folder(folder, config)
+        _set_labels(config, folder)
         overrides = config.to_mpobert_config().to_dict()
         model = cls.project_class.from_pretrained(folder, **overrides)
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        if isinstance(dtype, torch.dtype):
+            model = model.to(dtype)
         wrapper = cls(config, model=model)
         wrapper.eval()
+        if kwargs.get("output_loading_info"):
+            # the project loader refuses missing or unexpected keys within a class
+            info: dict[str, list[str]] = {"missing_keys": [], "unexpected_keys": []}
+            return wrapper, {**info, "mismatched_keys": [], "error_msgs": []}
         return wrapper
+
+
+def _set_labels(config: MPOBertHFConfig, folder: Path) -> None:
+    """Name the classes after a fine-tuned checkpoint's label list (``trainer_state.json``)
+    when the config has only the default names ``LABEL_<i>``."""
+    state = folder / "trainer_state.json"
+    n = int(config.num_labels or 0)
+    if not state.is_file() or config.id2label != {i: f"LABEL_{i}" for i in range(n)}:
+        return
+    labels = read_json_object(state).get("label_list")
+    if isinstance(labels, list) and len(labels) == n and all(isinstance(x, str) for x in labels):
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {label: i for i, label in enumerate(labels)}
 
 
 def _escape(name: str) -> str:

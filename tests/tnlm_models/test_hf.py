@@ -216,7 +216,17 @@ def test_fill_mask_and_text_classification_pipelines(trained):
     )
     res = clf(["a good statement", "a bad error"])
     assert len(res) == 2 and all(set(r) == {"label", "score"} for r in res)
-    assert all(r["label"] in ("LABEL_0", "LABEL_1") and 0.5 <= r["score"] <= 1 for r in res)
+    # the classes are named after the fine-tuning labels (trainer_state.json)
+    assert all(r["label"] in ("0", "1") and 0.5 <= r["score"] <= 1 for r in res)
+    # an MLM checkpoint loads into the classifier (encoder kept, head initialised)
+    fresh = transformers.AutoModelForSequenceClassification.from_pretrained(
+        trained["pre"], num_labels=3, dtype=torch.float64
+    )
+    assert fresh.config.num_labels == 3 and fresh.classifier.weight.dtype == torch.float64
+    pre = MPOBertForMaskedLM.from_pretrained(trained["pre"])
+    assert torch.equal(
+        fresh.bert.encoder.central["query"].float(), pre.bert.encoder.central["query"]
+    )
 
 
 # ---------------------------------------------------------------------------- HF Trainer
@@ -312,6 +322,13 @@ def test_config_that_does_not_match_the_weights_is_refused(tmp_path):
         hf.MPOBertHFConfig(sharing="layers")
     with pytest.raises(TypeError, match="config must be an MPOBertHFConfig, got BertConfig"):
         hf.MPOBertHFForMaskedLM(transformers.BertConfig())
+
+
+def test_module_examples_run():
+    import doctest
+
+    result = doctest.testmod(_hf(), optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted >= 1 and result.failed == 0
 
 
 def test_config_converts_both_ways():
