@@ -270,12 +270,18 @@ class MPOBertHFPreTrainedModel(PreTrainedModel):
             raise TypeError(
                 f"model must be a {self.project_class.__name__}, got {type(model).__name__}"
             )
+        elif model.config != config.to_mpobert_config():
+            raise ValueError(
+                f"the model's config {model.config} differs from config.to_mpobert_config() "
+                f"{config.to_mpobert_config()}; expected the same settings"
+            )
         # not registered as a child: its children are registered below, under its names
         object.__setattr__(self, "_mpobert_model", model)
         for name, child in model.named_children():
             self.add_module(name, child)
+        # exact names (transformers reads the keys and values as patterns)
         self._tied_weights_keys = {
-            f"{_escape(k)}$": v for k, v in shared_parameter_names(model).items()
+            f"{_escape(k)}$": f"{_escape(v)}$" for k, v in shared_parameter_names(model).items()
         }
         if any(p.device.type != "meta" for p in model.parameters()):
             # the project model is initialised (or loaded): transformers must not re-init it
@@ -292,10 +298,6 @@ class MPOBertHFPreTrainedModel(PreTrainedModel):
         # the encoder (an MPOBertModel is its own .bert)
         bert: Any = self.mpobert_model.bert  # type: ignore[attr-defined]
         return cast(nn.Module, bert.embeddings.word_embeddings)
-
-    def num_parameters_unique(self) -> int:
-        """``num_parameters(unique=True)`` of the project model (a shared tensor once)."""
-        return self.mpobert_model.num_parameters(unique=True)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

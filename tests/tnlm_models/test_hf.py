@@ -322,6 +322,10 @@ def test_config_that_does_not_match_the_weights_is_refused(tmp_path):
         hf.MPOBertHFConfig(sharing="layers")
     with pytest.raises(TypeError, match="config must be an MPOBertHFConfig, got BertConfig"):
         hf.MPOBertHFForMaskedLM(transformers.BertConfig())
+    with pytest.raises(ValueError, match="differs from config.to_mpobert_config"):
+        hf.MPOBertHFForMaskedLM(config, model=MPOBertForMaskedLM(tiny_config(bond_dim=2)))
+    with pytest.raises(TypeError, match="model must be a MPOBertForMaskedLM, got MPOBertModel"):
+        hf.MPOBertHFForMaskedLM(config, model=MPOBertModel(tiny_config()))
 
 
 def test_module_examples_run():
