@@ -29,7 +29,6 @@ __all__ = [
     "tt_svd",
     "tt_to_dense",
     "tt_add",
-    "tt_scale",
     "tt_inner",
     "tt_orthogonalize",
     "tt_round",
@@ -404,13 +403,6 @@ def tt_add(a: Sequence[Array], b: Sequence[Array]) -> list[Array]:
             bot = ar.do("concatenate", (B.zeros_like_shape((rb, d, sa), x), y), axis=2)
             z = ar.do("concatenate", (top, bot), axis=0)  # (ra + rb, d, sa + sb)
             out.append(z)
-    return out
-
-
-def tt_scale(cores: Sequence[Array], alpha: Any, index: int) -> list[Array]:
-    """Cores of ``alpha * A``: the factor goes into core ``index``."""
-    out = list(cores)
-    out[index] = out[index] * alpha
     return out
 
 

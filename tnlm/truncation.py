@@ -1,6 +1,6 @@
-"""Truncated SVD of one bond, the SVD-method registry, and the truncation report.
+"""Truncation of one bond (its routes and SVD drivers) and the truncation report.
 
-Every decomposition and rounding in tnlm goes through :func:`truncated_svd`, so rank
+Every decomposition and rounding in tnlm goes through :func:`truncated_split`, so rank
 selection, error accounting and the SVD driver are decided in one place.
 
 Error accounting
@@ -27,7 +27,6 @@ from ._types import Array
 
 __all__ = [
     "TruncationReport",
-    "truncated_svd",
     "truncated_split",
     "split_route",
     "SVD_METHODS",
@@ -289,15 +288,6 @@ def _randomized_split(c: Array, cap: int | None, delta: float | None, seed: int)
     return u, s, rest, err, None, "rsvd"
 
 
-def _randomized(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
-    """:func:`truncated_svd`'s randomized driver: ``vh`` from an SVD of the small ``rest``."""
-    if cap is None or delta is not None:
-        return _exact(c, cap, delta, seed)
-    u, _, rest, err = _randomized_parts(c, cap, seed)
-    ur, s, vh = B.svd(rest)  # rest = u_r s vh (k x k rotation of the kept basis)
-    return u @ ur, s, vh, err, None, "rsvd"
-
-
 def _is_complex(x: Array) -> bool:
     if B.is_torch(x):
         return bool(x.dtype.is_complex)
@@ -373,20 +363,6 @@ def _exact_split(c: Array, cap: int | None, delta: float | None, seed: int) -> t
     return u, s, s[:, None] * vh, err, disc, used
 
 
-def _auto(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
-    m, n = c.shape
-    if cap is not None and delta is None and cap < min(m, n) and _rsvd_pays(m, n, cap, c):
-        if not B.requires_grad(c):  # exact gradients need the exact SVD
-            return _randomized(c, cap, delta, seed)
-    return _exact(c, cap, delta, seed)
-
-
-_METHODS: dict[str, Callable[..., tuple[Any, ...]]] = {
-    "svd": _exact,
-    "rsvd": _randomized,
-    "auto": _auto,
-}
-
 #: The fixed-driver splits; "auto" goes through :func:`_auto_split` (it also takes the Gram).
 _SPLITS: dict[str, Callable[..., tuple[Any, ...]]] = {
     "svd": _exact_split,
@@ -395,40 +371,8 @@ _SPLITS: dict[str, Callable[..., tuple[Any, ...]]] = {
 
 
 def check_method(method: str) -> None:
-    if method not in _METHODS:
+    if method not in SVD_METHODS:
         raise ValueError(f"unknown method={method!r}; expected one of {', '.join(SVD_METHODS)}")
-
-
-def truncated_svd(
-    c: Array, cap: int | None, delta: float | None, method: str = "auto", seed: int = 0
-) -> tuple[Array, Array, Array, BondTruncation]:
-    """Truncated SVD ``c ~= u @ diag(s) @ vh`` of one unfolding.
-
-    Parameters
-    ----------
-    c : array, shape (m, n)
-    cap : int or None
-        Largest rank to keep.
-    delta : float or None
-        Keep the smallest rank whose discarded Frobenius norm is ``<= delta``.
-    method : {"auto", "svd", "rsvd"}
-        "svd": LAPACK (gesdd, falling back to gesvd). "rsvd": randomized range finder with
-        ``RSVD_POWER_ITERS`` power iterations, used only with a cap and no ``delta``.
-        "auto": "rsvd" where it is expected to be faster (:func:`_rsvd_pays`), else "svd".
-    seed : int
-        Seed of the randomized SVD's private generator.
-
-    Returns
-    -------
-    u : array, shape (m, r)
-    s : array, shape (r,)
-    vh : array, shape (r, n)
-    info : BondTruncation
-    """
-    check_method(method)
-    u, s, vh, err, discarded, used = _METHODS[method](c, cap, delta, seed)
-    info = BondTruncation(rank=int(s.shape[0]), error=err, kept=s, discarded=discarded, method=used)
-    return u, s, vh, info
 
 
 def truncated_split(
@@ -441,9 +385,9 @@ def truncated_split(
 ) -> tuple[Array, Array, BondTruncation]:
     """Split one unfolding ``c ~= u @ rest`` with u left-orthonormal, as a TT sweep needs it.
 
-    Same truncation rule as :func:`truncated_svd`; ``rest = diag(s) @ vh = u^H c`` is
-    returned instead of ``vh``, which lets "auto" use routes that never form ``vh``
-    (:func:`split_route` names the choice):
+    Truncation rule: the smallest rank within ``cap`` whose discarded Frobenius norm is
+    ``<= delta``. ``rest = diag(s) @ vh = u^H c`` is returned instead of ``vh``, which lets
+    "auto" use routes that never form ``vh`` (:func:`split_route` names the choice):
 
     * wide unfoldings (m <= n): the Gram route (``c c^H`` diagonalised in double precision,
       ``rest = u^H c`` for the kept rows only), all GEMMs, exact in the same sense as the SVD
