@@ -126,6 +126,19 @@ def test_hf_layout_folder_keeps_one_parameter_and_one_gradient(tmp_path):
     assert enc.central["query"].grad is not None
 
 
+def test_checkpoint_without_model_type_loads_through_the_wrapper(tmp_path):
+    hf = _hf()
+    model = MPOBertForMaskedLM(tiny_config()).eval()
+    model.save_pretrained(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    del raw["model_type"]  # as written before tnlm_models.hf
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    loaded = hf.MPOBertHFForMaskedLM.from_pretrained(tmp_path)
+    assert torch.equal(_logits(loaded, random_batch()), _logits(model, random_batch()))
+    with pytest.raises(ValueError, match="Should have a `model_type` key"):
+        transformers.AutoModelForMaskedLM.from_pretrained(tmp_path)
+
+
 # ---------------------------------------------------------------------------- trained checkpoint
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
@@ -209,11 +222,8 @@ def test_fill_mask_and_text_classification_pipelines(trained):
     assert all(0 <= r["score"] <= 1 for r in out)
     assert out[0]["score"] >= out[1]["score"] >= out[2]["score"]
 
-    clf = transformers.pipeline(
-        "text-classification",
-        model=transformers.AutoModelForSequenceClassification.from_pretrained(trained["fine"]),
-        tokenizer=transformers.AutoTokenizer.from_pretrained(trained["fine"]),
-    )
+    # by path: the pipeline's own Auto classes load the model and the tokenizer
+    clf = transformers.pipeline("text-classification", model=str(trained["fine"]))
     res = clf(["a good statement", "a bad error"])
     assert len(res) == 2 and all(set(r) == {"label", "score"} for r in res)
     # the classes are named after the fine-tuning labels (trainer_state.json)
