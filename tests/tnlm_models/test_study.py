@@ -279,3 +279,14 @@ def test_cli_study_runs_on_the_data_folder(
     runs = sorted(p.name for p in (out / "mpo-L3").iterdir())
     assert runs == ["SST-2-central-s0", "SST-2-full-s0", "pretrain"]
     assert (out / "report.md").is_file()
+
+
+def test_cpu_preset_arms_and_run_configs_are_valid() -> None:
+    preset = get_preset("cpu")
+    arms = build_arms(preset)
+    assert [a.depth for a in arms if a.family == "mpo"] == [6, 12, 24, 24]
+    for arm in arms:
+        assert abs(arm.non_embedding_parameters - arm.budget) <= 0.05 * arm.budget
+        TrainConfig.from_dict(arm.pretrain_config(preset))
+        for mode in ("full", "central") if arm.has_central else ("full",):
+            assert TrainConfig.from_dict(arm.finetune_config(preset, mode, 2)).seed == 2
