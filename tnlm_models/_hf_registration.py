@@ -58,6 +58,10 @@ class _Loader(importlib.abc.Loader):
         self.inner = inner
         self.name = name
 
+    def __getattr__(self, name: str) -> Any:
+        # get_source, is_package, get_resource_reader, ...: the wrapped loader's
+        return getattr(self.inner, name)
+
     def create_module(self, spec: Any) -> ModuleType | None:
         return self.inner.create_module(spec)  # type: ignore[no-any-return]
 

@@ -64,19 +64,33 @@ def _assert_shared(model, layers: int):
 
 
 # ---------------------------------------------------------------------------- registration
-def test_import_registers_lazily_and_stays_fast():
+def test_import_registers_lazily_without_importing_transformers():
     code = (
         "import sys, time; t = time.perf_counter(); import tnlm_models; "
         "dt = time.perf_counter() - t; "
         "assert 'transformers' not in sys.modules and 'tnlm_models.hf' not in sys.modules; "
         "from transformers import AutoConfig; "
         "from transformers.models.auto.configuration_auto import CONFIG_MAPPING; "
+        "import transformers.models.auto.configuration_auto as m; "
+        "assert m.__loader__.get_source(m.__name__); "
+        "assert not any('_Finder' in type(f).__name__ for f in sys.meta_path); "
         "print(CONFIG_MAPPING['mpobert'].__name__, round(dt, 2))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.split()[0] == "MPOBertHFConfig"
+
+
+def test_import_without_transformers_registers_nothing():
+    code = (
+        "import sys; sys.modules['transformers'] = None; import tnlm_models; "
+        "assert 'tnlm_models.hf' not in sys.modules; print(tnlm_models.MPOBertConfig.__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "MPOBertConfig"
 
 
 # ---------------------------------------------------------------------------- round trips
