@@ -122,6 +122,18 @@ def test_auto_classes_load_project_and_hf_folders(tmp_path, auto_name):
     assert not any(".central" in k and ".layer." in k for k in keys)
 
 
+@pytest.mark.parametrize("sharing", ["all", "none"])
+def test_other_sharing_modes_round_trip(tmp_path, sharing):
+    hf = _hf()
+    torch.manual_seed(4)
+    config = hf.MPOBertHFConfig.from_mpobert_config(tiny_config(sharing=sharing))
+    model = hf.MPOBertHFForMaskedLM(config).eval()
+    model.save_pretrained(tmp_path)
+    loaded = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path)
+    assert torch.equal(_logits(loaded, random_batch()), _logits(model, random_batch()))
+    assert loaded.num_parameters() == model.mpobert_model.num_parameters()
+
+
 def test_hf_layout_folder_keeps_one_parameter_and_one_gradient(tmp_path):
     hf = _hf()
     torch.manual_seed(1)
@@ -138,6 +150,11 @@ def test_hf_layout_folder_keeps_one_parameter_and_one_gradient(tmp_path):
     grads = [p.grad for p in loaded.parameters() if p.grad is not None]
     assert len(grads) == len(list(loaded.parameters()))  # each parameter once, with a gradient
     assert enc.central["query"].grad is not None
+    # the bare encoder from the masked-LM folder (transformers strips the "bert." prefix)
+    encoder = transformers.AutoModel.from_pretrained(tmp_path)
+    with torch.no_grad():
+        ref = loaded.mpobert_model.bert(ids, mask).last_hidden_state
+        assert torch.equal(encoder(input_ids=ids, attention_mask=mask).last_hidden_state, ref)
 
 
 def test_checkpoint_without_model_type_loads_through_the_wrapper(tmp_path):
