@@ -6,5 +6,18 @@ seed, and writes ``results.jsonl``, ``report.md`` and PNG plots (see ``runner`` 
 """
 
 from .arms import PRESETS, Arm, Preset, build_arms, count_parameters, get_preset
+from .report import write_report
+from .runner import read_results, run_study, task_spec
 
-__all__ = ["PRESETS", "Arm", "Preset", "build_arms", "count_parameters", "get_preset"]
+__all__ = [
+    "PRESETS",
+    "Arm",
+    "Preset",
+    "build_arms",
+    "count_parameters",
+    "get_preset",
+    "read_results",
+    "run_study",
+    "task_spec",
+    "write_report",
+]
