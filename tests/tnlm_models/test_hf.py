@@ -330,6 +330,38 @@ def test_hf_trainer_lowers_the_loss_and_keeps_sharing(tmp_path, task):
     assert (_logits(loaded, batch) - _logits(model.eval(), batch)).abs().max() <= 1e-6
 
 
+def test_hf_trainer_checkpoint_resumes_exactly_with_sharing(tmp_path):
+    pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate")
+    hf = _hf()
+    ids = torch.randint(5, 97, (4, 12), generator=torch.Generator().manual_seed(0))
+    rows = [{"input_ids": ids[i], "labels": ids[i]} for i in range(4)]
+
+    def run(resume: str | None):
+        torch.manual_seed(0)
+        model = hf.MPOBertHFForMaskedLM(hf.MPOBertHFConfig.from_mpobert_config(tiny_config()))
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path),
+            max_steps=4,
+            per_device_train_batch_size=4,
+            learning_rate=3e-3,
+            save_strategy="steps",
+            save_steps=2,
+            report_to=[],
+            use_cpu=True,
+            disable_tqdm=True,
+            seed=0,
+        )
+        transformers.Trainer(model=model, args=args, train_dataset=_Rows(rows)).train(
+            resume_from_checkpoint=resume
+        )
+        return model
+
+    straight = run(None)
+    resumed = run(str(tmp_path / "checkpoint-2"))  # Trainer's own save and load
+    _assert_shared(resumed, 3)
+    assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters()))
+
+
 # ---------------------------------------------------------------------------- bad input
 def test_folder_of_another_model_type_is_refused(tmp_path):
     hf = _hf()
