@@ -25,6 +25,7 @@ by the project's loader, bit-exactly).
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -66,6 +67,7 @@ __all__ = [
     "MPOBertHFModel",
     "MPOBertHFForMaskedLM",
     "MPOBertHFForSequenceClassification",
+    "MPOBertTokenizerFast",
     "load_tokenizer",
     "model_folder",
     "register",
@@ -281,7 +283,7 @@ class MPOBertHFPreTrainedModel(PreTrainedModel):
             self.add_module(name, child)
         # exact names (transformers reads the keys and values as patterns)
         self._tied_weights_keys = {
-            f"{_escape(k)}$": f"{_escape(v)}$" for k, v in shared_parameter_names(model).items()
+            f"{re.escape(k)}$": f"{re.escape(v)}$" for k, v in shared_parameter_names(model).items()
         }
         if any(p.device.type != "meta" for p in model.parameters()):
             # the project model is initialised (or loaded): transformers must not re-init it
@@ -379,10 +381,6 @@ def _set_labels(config: MPOBertHFConfig, folder: Path) -> None:
     if isinstance(labels, list) and len(labels) == n and all(isinstance(x, str) for x in labels):
         config.id2label = dict(enumerate(labels))
         config.label2id = {label: i for i, label in enumerate(labels)}
-
-
-def _escape(name: str) -> str:
-    return name.replace(".", r"\.")
 
 
 def _output_hidden(flag: bool | None, config: PretrainedConfig) -> bool:
