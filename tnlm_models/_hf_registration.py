@@ -39,9 +39,9 @@ def _try_register(finished: str = "") -> None:
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Finder)]
     try:
         from . import hf  # noqa: F401  (registers on import)
-    except Exception:  # never break the user's import of transformers
-        _done = False
-        logger.warning("could not register MPOBERT with transformers", exc_info=True)
+    except Exception as e:  # never break the user's import of transformers
+        logger.warning("could not register MPOBERT with transformers: %s", e)
+        logger.debug("registration failure", exc_info=True)
 
 
 def _transformers_mid_import(finished: str) -> bool:

@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import torch
+import transformers
 from torch import nn
+
+if int(transformers.__version__.split(".")[0]) < 5:
+    raise ImportError(
+        f"tnlm_models.hf needs transformers>=5 (its tied-weight and initialisation API), "
+        f"found {transformers.__version__}"
+    )
+
 from transformers import (
     AutoConfig,
     AutoModel,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+transformers = pytest.importorskip("transformers", minversion="5.0")
 
 import tnlm_models  # noqa: E402  (registers "mpobert" with transformers' auto classes)
 from tnlm_models import (  # noqa: E402
