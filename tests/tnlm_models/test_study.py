@@ -290,3 +290,25 @@ def test_cpu_preset_arms_and_run_configs_are_valid() -> None:
         TrainConfig.from_dict(arm.pretrain_config(preset))
         for mode in ("full", "central") if arm.has_central else ("full",):
             assert TrainConfig.from_dict(arm.finetune_config(preset, mode, 2)).seed == 2
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path: Path) -> None:
+    """The study removes only what the trainer wrote first (run.json, metrics.jsonl, an
+    unfinished checkpoint folder); a folder with anything else is refused untouched."""
+    from tnlm_models.study.runner import _discard_start_without_checkpoint
+
+    def started(run: Path) -> None:
+        (run / "checkpoints" / ".tmp-step-00000002-99").mkdir(parents=True)
+        (run / "checkpoints" / ".tmp-step-00000002-99" / "model.safetensors").write_bytes(b"x")
+        (run / "run.json").write_text('{"format": "tnlm-run", "version": 1}\n')
+        (run / "metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n')
+
+    run = tmp_path / "arm" / "pretrain"
+    started(run)
+    _discard_start_without_checkpoint(run)
+    assert not run.exists() and (tmp_path / "arm").is_dir()
+    started(run)
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds files the trainer did not write"):
+        _discard_start_without_checkpoint(run)
+    assert (run / "notes.txt").read_text() == "mine" and (run / "metrics.jsonl").is_file()

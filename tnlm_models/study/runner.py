@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,33 @@ def _has_checkpoint(run_dir: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------- runs
+def _discard_start_without_checkpoint(run_dir: Path) -> None:
+    """Remove a run the study started that stopped before its first checkpoint, so that it
+    starts again (the trainer refuses to write over its metrics without a checkpoint to
+    resume from). Only a folder holding nothing but what the trainer writes first is removed:
+    its ``run.json``, ``metrics.jsonl``, and in ``checkpoints/`` unfinished ``.tmp-step-*``
+    folders; anything else is an error naming the folder, and nothing is touched."""
+    from ..train.runs import METRICS_FILE, RUN_FILE
+
+    names = {p.name for p in run_dir.iterdir()}
+    ckpts = run_dir / "checkpoints"
+    partial = [] if not ckpts.is_dir() else [p.name for p in ckpts.iterdir()]
+    ours = RUN_FILE in names and names <= {RUN_FILE, METRICS_FILE, "checkpoints"}
+    if not ours or not all(n.startswith(".tmp-step-") for n in partial):
+        raise ValueError(
+            f"{run_dir} is a study run folder but holds files the trainer did not write or no "
+            f"{RUN_FILE} ({sorted(names)}); move them away to let the study run it"
+        )
+    logger.warning("%s stopped before its first checkpoint: starting it again", run_dir)
+    for name in partial:
+        shutil.rmtree(ckpts / name)
+    if ckpts.is_dir():
+        ckpts.rmdir()
+    for name in (METRICS_FILE, RUN_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    run_dir.rmdir()
+
+
 def _train_run(
     run_dir: Path,
     config: dict[str, Any],
@@ -196,6 +224,8 @@ def _train_run(
     resume = _has_checkpoint(run_dir)
     if resume:
         logger.info("resuming %s", run_dir)
+    elif run_dir.exists():
+        _discard_start_without_checkpoint(run_dir)
     return train(
         None,
         data,
