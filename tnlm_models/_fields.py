@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Bounds", "check_fields", "check_value"]
+__all__ = ["POSITIVE", "PROBABILITY", "Bounds", "check_fields", "check_value"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,12 @@ class Bounds:
         if self.hi is not None:
             return f"{kind} {'<' if self.hi_open else '<='} {self.hi:g}"
         return kind
+
+
+#: ints >= 1 (sizes, counts)
+POSITIVE = Bounds(1)
+#: a fraction or probability in [0, 1)
+PROBABILITY = Bounds(0, 1, hi_open=True)
 
 
 def _options(tp: Any) -> tuple[Any, ...]:

@@ -250,16 +250,9 @@ def _parser() -> _Parser:
             action="store_true",
             help="list the config keys (type, default, description) and exit",
         )
-    e = sub.add_parser(
-        "evaluate",
-        help="evaluate a checkpoint or run directory on labelled data",
-        description=_DESCRIPTIONS["evaluate"],
-        formatter_class=raw,
+    e = _checkpoint_command(
+        sub, "evaluate", "evaluate a checkpoint or run directory on labelled data"
     )
-    e.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="checkpoint or run directory (best, else latest)"
-    )
-    _add_overrides(e)
     e.add_argument(
         "--data",
         nargs="+",
@@ -270,16 +263,9 @@ def _parser() -> _Parser:
     _add_device(e)
     e.add_argument("--json", action="store_true", help="print the metrics as a JSON object")
     e.add_argument("--quiet", "-q", action="store_true")
-    pr = sub.add_parser(
-        "predict",
-        help="write GLUE submission predictions (index, prediction) for a TSV file",
-        description=_DESCRIPTIONS["predict"],
-        formatter_class=raw,
+    pr = _checkpoint_command(
+        sub, "predict", "write GLUE submission predictions (index, prediction) for a TSV file"
     )
-    pr.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="checkpoint or run directory (best, else latest)"
-    )
-    _add_overrides(pr)
     pr.add_argument("--data", required=True, metavar="TSV", help="the examples to label")
     pr.add_argument("--out", required=True, metavar="TSV", help="the predictions file to write")
     pr.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -320,6 +306,22 @@ def _parser() -> _Parser:
     st.add_argument("--seeds", type=int, help="fine-tuning seeds (default: the preset's)")
     _add_device(st)
     st.add_argument("--quiet", "-q", action="store_true", help="no log")
+    return p
+
+
+def _checkpoint_command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand that reads one CHECKPOINT (or run directory) and takes KEY=VALUE
+    overrides (``evaluate``, ``predict``)."""
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=_DESCRIPTIONS[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="checkpoint or run directory (best, else latest)"
+    )
+    _add_overrides(p)
     return p
 
 

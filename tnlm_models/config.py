@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._fields import Bounds, check_fields
+from ._fields import POSITIVE, PROBABILITY, Bounds, check_fields
 
 __all__ = [
     "MPOBertConfig",
@@ -49,8 +49,6 @@ INIT_SCHEMES: tuple[str, ...] = ("normal", "depth_scaled")
 FORWARD_MODES: tuple[str, ...] = ("auto", "dense", "cores")
 HIDDEN_ACTS: tuple[str, ...] = ("gelu", "gelu_new", "relu", "tanh")
 
-_POSITIVE = Bounds(1)
-_PROBABILITY = Bounds(0, 1, hi_open=True)
 #: Numeric ranges of ``MPOBertConfig`` fields (types come from the annotations).
 _BOUNDS: dict[str, Bounds] = {
     **dict.fromkeys(
@@ -67,11 +65,11 @@ _BOUNDS: dict[str, Bounds] = {
             "embedding_size",
             "bond_dim",
         ),
-        _POSITIVE,
+        POSITIVE,
     ),
     **dict.fromkeys(
         ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"),
-        _PROBABILITY,
+        PROBABILITY,
     ),
     "pad_token_id": Bounds(0),
     "adapter_size": Bounds(0),

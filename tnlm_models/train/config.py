@@ -32,7 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from .._fields import Bounds, check_fields
+from .._fields import PROBABILITY, Bounds, check_fields
 
 __all__ = [
     "DATA_ENV",
@@ -76,7 +76,6 @@ DEFAULT_MODEL: dict[str, Any] = {
     "adapter_size": 4,
 }
 
-_PROBABILITY = Bounds(0, 1, hi_open=True)
 #: Numeric ranges of ``TrainConfig`` fields (types come from the annotations).
 _BOUNDS: dict[str, Bounds] = {
     **dict.fromkeys(
@@ -111,9 +110,9 @@ _BOUNDS: dict[str, Bounds] = {
     "max_seq_length": Bounds(8),
     "learning_rate": Bounds(0, lo_open=True),
     "adam_eps": Bounds(0, lo_open=True),
-    "adam_beta1": _PROBABILITY,
-    "adam_beta2": _PROBABILITY,
-    "valid_fraction": _PROBABILITY,
+    "adam_beta1": PROBABILITY,
+    "adam_beta2": PROBABILITY,
+    "valid_fraction": PROBABILITY,
     "mlm_probability": Bounds(0, 1, lo_open=True, hi_open=True),
     "min_lr_ratio": Bounds(0, 1),
     "warmup_ratio": Bounds(0, 1, hi_open=True),
