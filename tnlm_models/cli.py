@@ -721,6 +721,7 @@ def _run_study(args: argparse.Namespace) -> int:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     texts, tasks = _study_defaults()
     pretrain = args.pretrain_data if args.pretrain_data is not None else texts
+    builtin = args.pretrain_data is None  # the default corpora include the built-in text
     task_dirs = args.task if args.task is not None else tasks
     run_study(
         args.preset,
@@ -730,6 +731,7 @@ def _run_study(args: argparse.Namespace) -> int:
         tasks=task_dirs,
         seeds=args.seeds,
         device=args.device or "auto",
+        builtin_corpus=builtin,
     )
     if not args.quiet:
         print(Path(args.out) / "report.md")

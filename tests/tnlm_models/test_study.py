@@ -15,7 +15,7 @@ from tnlm_models import MPOBertConfig, MPOBertForMaskedLM, train
 from tnlm_models.cli import main
 from tnlm_models.study import build_arms, count_parameters, get_preset
 from tnlm_models.study.report import PLOTS
-from tnlm_models.study.runner import RESULTS_FILE, run_study, task_spec
+from tnlm_models.study.runner import RESULTS_FILE, read_results, run_study, task_spec
 from tnlm_models.train.config import TrainConfig
 
 WORDS = "the a film plot actor scene story music light dark good bad long short new old".split()
@@ -206,7 +206,12 @@ def test_smoke_study_end_to_end_skips_and_resumes(tmp_path: Path) -> None:
         run_study("smoke", out, callbacks=[stop], **kwargs)
     first = out / "dense-L2" / "pretrain"
     assert (first / "checkpoints" / "step-00000003").is_dir()
-    assert not (out / RESULTS_FILE).exists()
+    # only the first arm's learning-rate grid (two 2-step runs) finished
+    grid = [r for r in read_results(out) if r.get("status") == "done"]
+    assert [(r["arm"], r["phase"], r["learning_rate"]) for r in grid] == [
+        ("dense-L2", "lr-grid", 1e-3),
+        ("dense-L2", "lr-grid", 2e-3),
+    ]
 
     # 2. the next sitting resumes it at step 4 and runs every other arm
     steps: list[int] = []
@@ -214,13 +219,19 @@ def test_smoke_study_end_to_end_skips_and_resumes(tmp_path: Path) -> None:
     assert steps[:3] == [4, 5, 6]  # dense-L2 pretrain resumed, not restarted
     arms = build_arms("smoke")
     done = [r for r in records if r.get("status") == "done"]
-    expected_runs = sum(1 + (2 if a.family == "mpo" else 1) for a in arms)
+    grid = get_preset("smoke").lr_grid
+    expected_runs = sum(len(grid) + 1 + (2 if a.family == "mpo" else 1) for a in arms)
     assert len(done) == expected_runs
     metrics = [r for r in records if "value" in r]
     assert metrics and all(math.isfinite(r["value"]) for r in metrics)
     for arm in arms:
         pre = [r for r in metrics if r["arm"] == arm.name and r["phase"] == "pretrain"]
         assert {r["metric"] for r in pre} == {"loss", "accuracy"}
+        # pre-training ran at the grid's best rate (lowest validation loss)
+        tried = [r for r in metrics if r["arm"] == arm.name and r["phase"] == "lr-grid"]
+        assert sorted(r["learning_rate"] for r in tried) == sorted(grid)
+        best = min(tried, key=lambda r: (r["value"], r["learning_rate"]))
+        assert pre[0]["learning_rate"] == best["learning_rate"]
         assert pre[0]["tokens"] > 0 and pre[0]["wall_s"] > 0 and pre[0]["cpu_s"] > 0
         assert (
             math.isfinite(pre[0]["train_flops_per_token"]) and pre[0]["train_flops_per_token"] > 0
@@ -277,8 +288,14 @@ def test_cli_study_runs_on_the_data_folder(
     out = tmp_path / "study"
     assert main(["study", "--preset", "smoke", "--out", str(out), "--device", "cpu", "-q"]) == 0
     runs = sorted(p.name for p in (out / "mpo-L3").iterdir())
-    assert runs == ["SST-2-central-s0", "SST-2-full-s0", "pretrain"]
+    assert runs == ["SST-2-central-s0", "SST-2-full-s0", "lr-grid", "pretrain"]
     assert (out / "report.md").is_file()
+    # the default corpora are the data folder's texts and the built-in one
+    builtin = out / "builtin-corpus.txt"
+    assert builtin.read_text(encoding="utf-8").count("\n") > 1000
+    ckpt = next((out / "mpo-L3" / "pretrain" / "checkpoints").glob("step-*"))
+    used = json.loads((ckpt / "train_config.json").read_text(encoding="utf-8"))["train_data"]
+    assert used[-1] == str(builtin) and used[0].endswith("input.txt")
 
 
 def test_cpu_preset_arms_and_run_configs_are_valid() -> None:

@@ -68,6 +68,11 @@ class Preset:
         Per-family pre-training learning rate (``{"mpo": 1e-3}``), over ``pretrain``.
     seeds : int
         Fine-tuning seeds per task and mode.
+    lr_grid : tuple of float
+        Pre-training learning rates tried for every arm in short runs of ``lr_grid_steps``
+        steps (a whole schedule each); the arm's pre-training uses the one with the lowest
+        validation loss (over ``learning_rates`` and ``pretrain``). Empty: no grid.
+    lr_grid_steps : int
     """
 
     name: str
@@ -86,6 +91,8 @@ class Preset:
     finetune: dict[str, Any] = field(default_factory=dict)
     learning_rates: dict[str, float] = field(default_factory=dict)
     seeds: int = 1
+    lr_grid: tuple[float, ...] = ()
+    lr_grid_steps: int = 0
 
     def base_model(self) -> dict[str, Any]:
         """``MPOBertConfig`` fields common to every arm."""
@@ -135,10 +142,12 @@ PRESETS: dict[str, Preset] = {
             "num_threads": 1,
         },
         seeds=1,
+        lr_grid=(1e-3, 2e-3),
+        lr_grid_steps=2,
     ),
-    # a real study on two CPU cores, sized for about two hours from step times measured on a
-    # shared 2-core machine (batch 32 x 64 tokens: dense-L2 ~0.7-1 s, mpo-L12 ~4.5 s, the
-    # 24-layer arms ~10 s under contention); calibrate with one arm before the full run
+    # a real study on two CPU cores, sized for about two hours from step times measured on
+    # the quiet 2-core machine (batch 32 x 64 tokens, 2 threads: dense-L2 0.19 s, mpo-L6
+    # 0.37 s, mpo-L12 0.52 s, mpo-L24 0.78 s, mpo-L24-noad 0.95 s, albert-L24 1.43 s)
     "cpu": Preset(
         name="cpu",
         hidden_size=128,
@@ -151,24 +160,27 @@ PRESETS: dict[str, Preset] = {
         vocab_size=4000,
         pretrain={
             **_COMMON_PRETRAIN,
-            "max_steps": 250,
+            "max_steps": 400,
             "batch_size": 32,
             "max_seq_length": 64,
             "eval_every": 50,
             "save_every": 50,
             "learning_rate": 1e-3,
+            "max_valid_examples": 512,
         },
         finetune={
             **_COMMON_FINETUNE,
-            "max_steps": 60,
+            "max_steps": 50,
             "batch_size": 32,
             "max_seq_length": 64,
             "max_train_examples": 2000,
-            "max_valid_examples": 1000,
+            "max_valid_examples": 500,
             "learning_rate": 5e-4,
-            "save_every": 30,
+            "save_every": 50,
         },
         seeds=3,
+        lr_grid=(5e-4, 1e-3, 2e-3),
+        lr_grid_steps=100,
     ),
     # BERT-base width for a GPU (untested on the project's machines)
     "gpu": Preset(
@@ -257,12 +269,23 @@ class Arm:
         """Whether the arm has central tensors (so ``freeze="central"`` applies)."""
         return bool(self.model.get("mpo_matrices", True)) and self.family == "mpo"
 
-    def pretrain_config(self, preset: Preset) -> dict[str, Any]:
-        """``TrainConfig`` fields of this arm's pre-training run."""
+    def pretrain_config(self, preset: Preset, learning_rate: float | None = None) -> dict[str, Any]:
+        """``TrainConfig`` fields of this arm's pre-training run (at ``learning_rate`` when
+        given, e.g. the one the grid chose)."""
         cfg = {**preset.pretrain, "task": "pretrain", "model": dict(self.model)}
         cfg["vocab_size"] = preset.vocab_size
         if self.family in preset.learning_rates:
             cfg["learning_rate"] = preset.learning_rates[self.family]
+        if learning_rate is not None:
+            cfg["learning_rate"] = float(learning_rate)
+        return cfg
+
+    def lr_grid_config(self, preset: Preset, learning_rate: float) -> dict[str, Any]:
+        """``TrainConfig`` fields of one learning-rate grid run: the pre-training run cut to
+        ``preset.lr_grid_steps`` steps (a whole warm-up and decay), evaluated at its end."""
+        steps = int(preset.lr_grid_steps)
+        cfg = self.pretrain_config(preset, learning_rate)
+        cfg.update(max_steps=steps, eval_every=steps, save_every=steps)
         return cfg
 
     def finetune_config(self, preset: Preset, mode: str, seed: int) -> dict[str, Any]:

@@ -127,7 +127,14 @@ def _append(out: Path, records: Sequence[dict[str, Any]]) -> None:
 
 
 def _key(rec: dict[str, Any]) -> tuple[Any, ...]:
-    return (rec.get("arm"), rec.get("phase"), rec.get("task"), rec.get("mode"), rec.get("seed"))
+    return (
+        rec.get("arm"),
+        rec.get("phase"),
+        rec.get("task"),
+        rec.get("mode"),
+        rec.get("seed"),
+        rec.get("variant"),
+    )
 
 
 def _run_totals(run_dir: Path) -> dict[str, Any]:
@@ -303,6 +310,85 @@ def _records(
     return out
 
 
+@dataclass
+class _Context:
+    """What every phase of a study needs: its folder, preset, finished runs and options."""
+
+    root: Path
+    preset: Preset
+    done: set[tuple[Any, ...]]
+    callbacks: Sequence[Callable[[dict[str, Any]], None]]
+    device: str
+
+    def todo(self, rec: dict[str, Any]) -> bool:
+        """Whether the run ``rec`` names has no "done" record yet."""
+        return _key(rec) not in self.done
+
+    def finish(self, records: Sequence[dict[str, Any]], done: dict[str, Any]) -> None:
+        """Append a run's records and its "done" record (one write)."""
+        _append(self.root, [*records, done])
+        self.done.add(_key(done))
+
+
+BUILTIN_CORPUS_FILE = "builtin-corpus.txt"
+
+
+def _write_builtin_corpus(root: Path) -> Path:
+    """``root/builtin-corpus.txt``: the built-in corpus, one paragraph per line (written
+    once, through a temporary file; an existing file is the study's own and is kept)."""
+    from ..data import default_corpus
+
+    path = root / BUILTIN_CORPUS_FILE
+    if not path.is_file():
+        tmp = root / f".{BUILTIN_CORPUS_FILE}.tmp"
+        tmp.write_text("\n".join(default_corpus()) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    return path
+
+
+def _base(p: Preset, arm: Arm) -> dict[str, Any]:
+    return {
+        "preset": p.name,
+        "arm": arm.name,
+        "family": arm.family,
+        "depth": arm.depth,
+        "budget": arm.budget,
+    }
+
+
+def _lr_grid(ctx: _Context, arm: Arm, base: dict[str, Any], data: dict[str, Any]) -> float:
+    """Run the arm's learning-rate grid (skipping finished runs) and return the rate with
+    the lowest validation loss. A run that diverges (non-finite loss) is recorded as such
+    and loses; ties go to the smaller rate."""
+    p = ctx.preset
+    for lr in p.lr_grid:
+        key = {"phase": "lr-grid", "task": None, "mode": None, "seed": 0, "variant": f"{lr:g}"}
+        info = {**base, **key, "learning_rate": float(lr)}
+        if not ctx.todo(info):
+            continue
+        run_dir = ctx.root / arm.name / "lr-grid" / f"lr-{lr:g}"
+        cfg = arm.lr_grid_config(p, lr)
+        try:
+            result = _train_run(run_dir, cfg, data, ctx.callbacks, ctx.device)
+        except FloatingPointError as e:
+            logger.warning("%s diverged at learning rate %g: %s", arm.name, lr, e)
+            ctx.finish([], {**info, "status": "done", "diverged": str(e)})
+            continue
+        ctx.finish(_records(info, result, run_dir, ("loss",), cfg), {**info, "status": "done"})
+    losses = {
+        float(r["learning_rate"]): float(r["value"])
+        for r in read_results(ctx.root)
+        if r.get("arm") == arm.name and r.get("phase") == "lr-grid" and r.get("metric") == "loss"
+    }
+    finite = {lr: v for lr, v in losses.items() if math.isfinite(v)}
+    if not finite:
+        raise FloatingPointError(
+            f"every learning rate of the grid {list(p.lr_grid)} diverged for arm {arm.name!r}; "
+            "give the preset smaller rates"
+        )
+    return min(sorted(finite), key=lambda lr: finite[lr])
+
+
 def run_study(
     preset: str | Preset,
     out: str | os.PathLike,
@@ -315,6 +401,7 @@ def run_study(
     device: str = "cpu",
     callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
     report: bool = True,
+    builtin_corpus: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or continue) a study: pre-train every arm, fine-tune it per task, mode and seed.
 
@@ -338,6 +425,9 @@ def run_study(
         Passed to every ``train`` call (called after each optimizer step).
     report : bool
         Write ``report.md`` and the plots at the end.
+    builtin_corpus : bool
+        Also pre-train on the built-in corpus (``tnlm_models.data.default_corpus``), written
+        once to ``out/builtin-corpus.txt``, one paragraph per line.
 
     Returns
     -------
@@ -373,44 +463,49 @@ def run_study(
     root = Path(out)
     _claim(root, p.name)
     done = {_key(r) for r in read_results(root) if r.get("status") == "done"}
+    train_files = [str(x) for x in pretrain_data or []]
+    if builtin_corpus:
+        train_files.append(str(_write_builtin_corpus(root)))
     data_pre = {
-        "train": [str(x) for x in pretrain_data or []],
+        "train": train_files,
         "valid": [str(x) for x in valid_data or []],
     }
+    ctx = _Context(root, p, done, callbacks, device)
 
+    # 1. pre-training: every arm, after its learning-rate grid
     for arm in chosen:
-        base = {
-            "preset": p.name,
-            "arm": arm.name,
-            "family": arm.family,
-            "depth": arm.depth,
-            "budget": arm.budget,
-        }
+        base = _base(p, arm)
+        lr = _lr_grid(ctx, arm, base, data_pre) if p.lr_grid else None
         pre_dir = root / arm.name / "pretrain"
         key = {"phase": "pretrain", "task": None, "mode": None, "seed": 0}
-        if _key({**base, **key}) not in done:
-            cfg = arm.pretrain_config(p)
+        cfg = arm.pretrain_config(p, lr)
+        if ctx.todo({**base, **key}):
             result = _train_run(pre_dir, cfg, data_pre, callbacks, device)
-            recs = _records({**base, **key}, result, pre_dir, ("loss", "accuracy"), cfg)
-            _append(root, [*recs, {**base, **key, "status": "done"}])
-        for spec in specs:
-            metric_best = spec.metrics[0]
-            for mode in finetune_modes(arm):
-                for seed in range(seeds):
+            info = {**base, **key, "learning_rate": float(cfg.get("learning_rate", 0.0))}
+            recs = _records(info, result, pre_dir, ("loss", "accuracy"), cfg)
+            ctx.finish(recs, {**info, "status": "done"})
+
+    # 2. fine-tuning, seed by seed (so a study stopped early has every arm at equal seeds)
+    for seed in range(seeds):
+        for arm in chosen:
+            base = _base(p, arm)
+            pre_dir = root / arm.name / "pretrain"
+            for spec in specs:
+                for mode in finetune_modes(arm):
                     key = {"phase": "finetune", "task": spec.name, "mode": mode, "seed": seed}
-                    if _key({**base, **key}) in done:
+                    if not ctx.todo({**base, **key}):
                         continue
                     run_dir = root / arm.name / f"{spec.name}-{mode}-s{seed}"
                     cfg = {
                         **arm.finetune_config(p, mode, seed),
                         "init_from": str(pre_dir),
                         "regression": spec.regression,
-                        "metric_for_best": metric_best,
+                        "metric_for_best": spec.metrics[0],
                     }
                     data = {"train": [str(spec.train)], "valid": [str(spec.dev)]}
                     result = _train_run(run_dir, cfg, data, callbacks, device)
                     recs = _records({**base, **key}, result, run_dir, spec.metrics, cfg)
-                    _append(root, [*recs, {**base, **key, "status": "done"}])
+                    ctx.finish(recs, {**base, **key, "status": "done"})
     records = read_results(root)
     bad = [r for r in records if "value" in r and not math.isfinite(float(r["value"]))]
     for r in bad:
