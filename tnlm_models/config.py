@@ -44,7 +44,7 @@ MATRIX_NAMES: tuple[str, ...] = (
 #: ``"none"``: independent layers (dense or MPO weights).
 SHARING_MODES: tuple[str, ...] = ("central", "all", "none")
 #: From-scratch initialisation schemes (see ``tnlm_models.init``).
-INIT_SCHEMES: tuple[str, ...] = ("normal", "depth_scaled")
+INIT_SCHEMES: tuple[str, ...] = ("normal", "depth_scaled", "deepnorm")
 #: MPOLinear forward strategies.
 FORWARD_MODES: tuple[str, ...] = ("auto", "dense", "cores")
 HIDDEN_ACTS: tuple[str, ...] = ("gelu", "gelu_new", "relu", "tanh")

@@ -434,6 +434,11 @@ def from_bert(
         raise ValueError(
             f"hidden_size={config.hidden_size} does not match the source's {bert_kw['hidden_size']}"
         )
+    if config.init_scheme == "deepnorm":
+        raise ValueError(
+            'init_scheme="deepnorm" scales every residual connection (alpha * x + f(x)), which '
+            "a pre-trained BERT was not trained with; convert with another init_scheme"
+        )
     _check_keys(state, src_layers, strict)
     if not 0 <= clone_layer < src_layers:
         raise ValueError(f"clone_layer={clone_layer} outside [0, {src_layers})")

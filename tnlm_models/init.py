@@ -15,6 +15,14 @@ From scratch (``config.init_scheme``):
     post-LN renormalisations shrink activations and back-propagated gradients by at most
     ``prod (1 + c / 2L)^(-1/2) >= exp(-c / 4)`` over the whole stack, a bound independent of
     depth: a 48-layer model starts within a bounded factor of a 12-layer one.
+``"deepnorm"``
+    DeepNet's DeepNorm for post-LN encoders (Wang et al. 2022), which the official MPOBERT
+    code offers: every residual connection becomes ``LN(alpha * x + f(x))`` with
+    ``alpha = (2 L)^(1/4)`` (``MPOBertLayer.residual_scale``), and the matrices are
+    Xavier-normal (std ``gain * sqrt(2 / (fan_in + fan_out))``) with gain
+    ``beta = (8 L)^(-1/4)`` for the value, attention-output and both FFN matrices and gain 1
+    for query and key. Embeddings, biases, LayerNorms and adapters as in ``"normal"``. It
+    changes the forward pass, so a model converted from a pre-trained BERT cannot use it.
 
 From a pre-trained model see ``tnlm_models.convert`` (``"clone"`` and ``"fit"``), which
 uses ``fit_shared_central`` below.
@@ -34,7 +42,15 @@ from torch import nn
 from .config import INIT_SCHEMES, MATRIX_NAMES
 from .mpo_linear import MPOLinear
 
-__all__ = ["init_from_scratch", "INIT_FUNCTIONS", "RESIDUAL_MATRICES", "matrix_std"]
+__all__ = [
+    "DEEPNORM_BETA_MATRICES",
+    "INIT_FUNCTIONS",
+    "RESIDUAL_MATRICES",
+    "deepnorm_alpha",
+    "deepnorm_beta",
+    "init_from_scratch",
+    "matrix_std",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +58,29 @@ logger = logging.getLogger(__name__)
 RESIDUAL_MATRICES: tuple[str, ...] = ("attention_output", "output")
 
 
+#: Matrices DeepNorm initialises with gain ``beta`` (query and key keep gain 1).
+DEEPNORM_BETA_MATRICES: tuple[str, ...] = ("value", "attention_output", "intermediate", "output")
+
+
+def deepnorm_alpha(config: Any) -> float:
+    """Residual scale of every sub-layer: ``(2 L)^(1/4)`` under ``"deepnorm"``, else 1."""
+    if config.init_scheme != "deepnorm":
+        return 1.0
+    return float((2 * config.num_hidden_layers) ** 0.25)
+
+
+def deepnorm_beta(config: Any) -> float:
+    """DeepNorm's init gain ``(8 L)^(-1/4)`` for an encoder of ``L`` layers."""
+    return float((8 * config.num_hidden_layers) ** -0.25)
+
+
 def matrix_std(config: Any, name: str) -> float:
     """Target std of the rebuilt matrix ``name`` under ``config.init_scheme``."""
     std = config.initializer_range
+    if config.init_scheme == "deepnorm":
+        out_f, in_f = config.matrix_shape(name)
+        gain = deepnorm_beta(config) if name in DEEPNORM_BETA_MATRICES else 1.0
+        return gain * math.sqrt(2.0 / (in_f + out_f))
     if config.init_scheme == "depth_scaled" and name in RESIDUAL_MATRICES:
         std /= math.sqrt(2 * config.num_hidden_layers)
     return std

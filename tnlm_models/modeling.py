@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MATRIX_NAMES, MPOBertConfig
+from .init import deepnorm_alpha
 from .mpo_linear import MPOLinear, full_bond_dims, rebuild_weights
 
 __all__ = [
@@ -191,6 +192,12 @@ class MPOBertLayer(nn.Module):
         self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.act = _ACTS[config.hidden_act]
+        #: DeepNorm's alpha under ``init_scheme="deepnorm"``, else 1 (no scaling)
+        self.residual_scale = deepnorm_alpha(config)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual stream entering a sub-layer's sum: ``x``, or ``alpha * x`` (DeepNorm)."""
+        return x if self.residual_scale == 1.0 else x * self.residual_scale
 
     def linear(self, name: str) -> nn.Module:
         """The module of matrix ``name``."""
@@ -226,9 +233,12 @@ class MPOBertLayer(nn.Module):
         p = self.config.attention_probs_dropout_prob if self.training else 0.0
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         ctx = ctx.transpose(1, 2).reshape(b, t, h)  # (B, T, hidden)
-        x = self.attention_norm(x + self.dropout(lin("attention_output", ctx, weights)))
+        x = self.attention_norm(
+            self.residual(x) + self.dropout(lin("attention_output", ctx, weights))
+        )
         f = self.act(lin("intermediate", x, weights))  # (B, T, intermediate)
-        return self.output_norm(x + self.dropout(lin("output", f, weights)))  # (B, T, hidden)
+        out = self.dropout(lin("output", f, weights))  # (B, T, hidden)
+        return self.output_norm(self.residual(x) + out)  # (B, T, hidden)
 
 
 class MPOBertEncoder(nn.Module):

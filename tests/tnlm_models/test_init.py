@@ -122,3 +122,81 @@ def test_rebuilt_std_at_48_layers_and_hidden_768():
             assert abs(w.pow(2).mean().sqrt().item() / target - 1) < 0.01, name
         assert not torch.allclose(rebuilt[0], rebuilt[1]), name
     assert matrix_std(cfg, "output") == pytest.approx(0.02 / math.sqrt(2 * 48))
+
+
+def test_deepnorm_constants_and_stds_follow_deepnet():
+    """DeepNet (Wang et al. 2022), encoder-only post-LN: alpha = (2L)^(1/4), beta =
+    (8L)^(-1/4); Xavier-normal matrices, gain beta for value/attention-output/FFN."""
+    from tnlm_models.init import deepnorm_alpha, deepnorm_beta
+
+    cfg = tiny_config(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=6, init_scheme="deepnorm"
+    )
+    assert deepnorm_alpha(cfg) == pytest.approx(12**0.25)
+    assert deepnorm_beta(cfg) == pytest.approx(48**-0.25)
+    assert deepnorm_alpha(cfg.replace(init_scheme="depth_scaled")) == 1.0
+    beta = 48**-0.25
+    expected = {
+        "query": math.sqrt(2 / 128),
+        "key": math.sqrt(2 / 128),
+        "value": beta * math.sqrt(2 / 128),
+        "attention_output": beta * math.sqrt(2 / 128),
+        "intermediate": beta * math.sqrt(2 / 192),
+        "output": beta * math.sqrt(2 / 192),
+    }
+    torch.manual_seed(0)
+    model = MPOBertForMaskedLM(cfg)
+    for name, std in expected.items():
+        assert matrix_std(cfg, name) == pytest.approx(std), name
+        w = torch.cat(
+            [
+                layer.linear(name).rebuild_weight().detach().flatten()
+                for layer in model.bert.encoder.layer
+            ]
+        )
+        assert abs(w.pow(2).mean().sqrt().item() / std - 1) < 0.05, name
+    for layer in model.bert.encoder.layer:
+        assert layer.residual_scale == pytest.approx(12**0.25)
+
+
+def test_deepnorm_forward_scales_the_residual_stream():
+    """Oracle: the layer output equals LN(alpha x + f(x)) computed by hand; with alpha
+    forced to 1 the output changes (so the scaling is really applied)."""
+    torch.manual_seed(0)
+    cfg = tiny_config(
+        num_hidden_layers=4,
+        init_scheme="deepnorm",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    layer = MPOBertForMaskedLM(cfg).bert.encoder.layer[0].eval()
+    x = torch.randn(2, 5, cfg.hidden_size)
+    a = 8**0.25
+    q, k, v = (
+        layer.linear(n)(x).view(2, 5, cfg.num_attention_heads, -1).transpose(1, 2)
+        for n in ("query", "key", "value")
+    )
+    ctx = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, 5, -1)
+    h = layer.attention_norm(a * x + layer.linear("attention_output")(ctx))
+    f = layer.linear("output")(layer.act(layer.linear("intermediate")(h)))
+    expected = layer.output_norm(a * h + f)
+    tol = 10 * torch.finfo(x.dtype).eps * cfg.hidden_size
+    torch.testing.assert_close(layer(x, None), expected, atol=tol, rtol=tol)
+    layer.residual_scale = 1.0
+    assert not torch.allclose(layer(x, None), expected, atol=1e-3)
+
+
+def test_from_bert_refuses_deepnorm():
+    from transformers import BertConfig, BertForMaskedLM
+
+    bert = BertForMaskedLM(
+        BertConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            vocab_size=50,
+        )
+    )
+    with pytest.raises(ValueError, match='init_scheme="deepnorm" scales every residual'):
+        MPOBertForMaskedLM.from_bert(bert, num_hidden_layers=2, init_scheme="deepnorm", num_cores=2)
