@@ -322,6 +322,21 @@ class MPOBertEncoder(nn.Module):
         """Index into ``self.layer`` of the module that computes layer ``i``."""
         return 0 if self.config.sharing == "all" else i
 
+    @torch.no_grad()
+    def layer_gradient_norms(self) -> list[float]:
+        """Gradient norm of each layer module's own parameters (one entry per module: one
+        under ``sharing="all"``), the shared central tensors excluded (they have one
+        gradient for all layers); parameters without a gradient count as zero."""
+        shared = {id(p) for p in self.central.values()} if hasattr(self, "central") else set()
+        norms = []
+        for module in self.layer:
+            sq = torch.zeros((), dtype=torch.float64)
+            for p in module.parameters():
+                if id(p) not in shared and p.grad is not None:
+                    sq += p.grad.detach().double().pow(2).sum().cpu()
+            norms.append(float(sq.sqrt()))
+        return norms
+
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, output_hidden_states: bool = False
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:

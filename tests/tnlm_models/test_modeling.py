@@ -272,3 +272,31 @@ def test_bert_base_width_48_layer_count_is_pinned():
         "norms_biases": 479_232,
         "heads": 622_650,
     }
+
+
+@pytest.mark.parametrize("sharing", ["none", "central", "all"])
+def test_layer_gradient_norms_match_a_manual_sum(sharing):
+    """Oracle: each entry is the norm over that layer module's parameters' gradients,
+    computed by hand; shared central tensors are left out, one entry per module."""
+    torch.manual_seed(0)
+    cfg = tiny_config(num_hidden_layers=3, sharing=sharing)
+    model = MPOBertForMaskedLM(cfg)
+    ids, mask, types = random_batch(cfg.vocab_size, 2, 8, seed=0)
+    model(ids, mask, types, labels=ids).loss.backward()
+    enc = model.bert.encoder
+    central = {id(p) for p in getattr(enc, "central", {}).values()}
+    expected = [
+        math.sqrt(
+            sum(float(p.grad.double().pow(2).sum()) for p in m.parameters() if id(p) not in central)
+        )
+        for m in enc.layer
+    ]
+    got = enc.layer_gradient_norms()
+    assert len(got) == (1 if sharing == "all" else 3)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert all(g > 0 for g in got)
+    if sharing == "central":  # the central tensors have gradients but are not counted
+        with_central = math.sqrt(
+            sum(float(p.grad.double().pow(2).sum()) for p in enc.layer[0].parameters())
+        )
+        assert with_central > got[0] * (1 + 1e-6)

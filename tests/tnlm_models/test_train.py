@@ -431,3 +431,22 @@ def test_init_from_checks_shape_and_applies_other_model_fields(corpus, tmp_path)
         ),
     )
     assert res.model.config.hidden_dropout_prob == 0.0 and res.model.config.num_labels == 2
+
+
+def test_log_layer_grad_norms_adds_one_norm_per_layer_to_logged_records(corpus, tmp_path):
+    seen: list[dict] = []
+    cfg = base(corpus, tmp_path, max_steps=4, log_layer_grad_norms=True)
+    cfg["model"] = {**cfg["model"], "num_hidden_layers": 3}
+    train(None, None, cfg, callbacks=[seen.append])
+    logged = [r for r in seen if r["step"] % 2 == 0]
+    assert [r["step"] for r in logged] == [2, 4]
+    for r in logged:
+        norms = r["layer_grad_norms"]
+        assert len(norms) == 3 and all(math.isfinite(x) and x > 0 for x in norms)
+    assert all("layer_grad_norms" not in r for r in seen if r["step"] % 2)
+    # and they reach metrics.jsonl
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    assert sum("layer_grad_norms" in json.loads(line) for line in lines) == 2
+    off: list[dict] = []
+    train(None, None, base(corpus, tmp_path / "off", max_steps=2), callbacks=[off.append])
+    assert all("layer_grad_norms" not in r for r in off)

@@ -235,6 +235,10 @@ class TrainConfig:
         ``torch.set_num_threads`` value.
     progress : bool
         Show a progress bar (rank 0 only).
+    log_layer_grad_norms : bool
+        Add ``layer_grad_norms`` to every logged training record: the gradient norm of each
+        encoder layer's own parameters (shared central tensors excluded, see
+        ``MPOBertEncoder.layer_gradient_norms``), before clipping, at that step.
     model : dict
         ``MPOBertConfig`` fields for a new model (merged over :data:`DEFAULT_MODEL`).
     """
@@ -294,6 +298,7 @@ class TrainConfig:
     num_workers: int = 0
     num_threads: int | None = None
     progress: bool = True
+    log_layer_grad_norms: bool = False
     model: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -513,6 +513,9 @@ def _train(
                     weight = counts[m] * env.world_size / n_global
                     (out.loss * weight).backward()
                 loss_sum += out.loss.detach().double().cpu() * counts[m]
+            layer_norms = None
+            if cfg.log_layer_grad_norms and cfg.log_every and (step + 1) % cfg.log_every == 0:
+                layer_norms = model.bert.encoder.layer_gradient_norms()
             if cfg.max_grad_norm > 0:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             else:
@@ -554,6 +557,8 @@ def _train(
             if cfg.log_every and (done % cfg.log_every == 0 or done == total_steps):
                 elapsed = time.perf_counter() - window["t0"]
                 train_loss = window["loss"] / window["n"]
+                if layer_norms is not None:
+                    record["layer_grad_norms"] = layer_norms
                 record.update(
                     loss=train_loss,
                     tokens_per_s=window["tokens"] / max(elapsed, 1e-9),
