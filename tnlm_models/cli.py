@@ -304,6 +304,12 @@ def _parser() -> _Parser:
         "--task", action="append", default=None, metavar="DIR", help="a GLUE folder (repeat)"
     )
     st.add_argument("--seeds", type=int, help="fine-tuning seeds (default: the preset's)")
+    st.add_argument(
+        "--arms",
+        nargs="+",
+        metavar="NAME",
+        help="only these arms (e.g. mpo-L12); processes on disjoint arms can share one --out",
+    )
     _add_device(st)
     st.add_argument("--quiet", "-q", action="store_true", help="no log")
     return p
@@ -730,6 +736,7 @@ def _run_study(args: argparse.Namespace) -> int:
         valid_data=args.valid_data,
         tasks=task_dirs,
         seeds=args.seeds,
+        arms=args.arms,
         device=args.device or "auto",
         builtin_corpus=builtin,
     )

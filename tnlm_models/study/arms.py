@@ -146,8 +146,11 @@ PRESETS: dict[str, Preset] = {
         lr_grid_steps=2,
     ),
     # a real study on two CPU cores, sized for about two hours from step times measured on
-    # the quiet 2-core machine (batch 32 x 64 tokens, 2 threads: dense-L2 0.19 s, mpo-L6
-    # 0.37 s, mpo-L12 0.52 s, mpo-L24 0.78 s, mpo-L24-noad 0.95 s, albert-L24 1.43 s)
+    # the quiet 2-core machine (batch 32 x 64 tokens, 1 thread: dense-L2 0.29 s, mpo-L6
+    # 0.55 s, mpo-L12 0.93 s, mpo-L24 1.30 s, mpo-L24-noad 1.71 s, albert-L24 2.16 s).
+    # One thread per process: two processes on disjoint --arms use both cores, and a
+    # one-thread run slows down in proportion when the machine is shared (two OpenMP
+    # threads on a shared core stall at every barrier: measured 10x slower)
     "cpu": Preset(
         name="cpu",
         hidden_size=128,
@@ -167,16 +170,18 @@ PRESETS: dict[str, Preset] = {
             "save_every": 50,
             "learning_rate": 1e-3,
             "max_valid_examples": 512,
+            "num_threads": 1,
         },
         finetune={
             **_COMMON_FINETUNE,
-            "max_steps": 50,
+            "max_steps": 40,
             "batch_size": 32,
             "max_seq_length": 64,
             "max_train_examples": 2000,
-            "max_valid_examples": 500,
+            "max_valid_examples": 400,
             "learning_rate": 5e-4,
-            "save_every": 50,
+            "save_every": 40,
+            "num_threads": 1,
         },
         seeds=3,
         lr_grid=(5e-4, 1e-3, 2e-3),

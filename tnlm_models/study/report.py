@@ -35,7 +35,7 @@ def _mean_spread(values: Sequence[float]) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # processes may share a study
     tmp.write_bytes(data)
     os.replace(tmp, path)
 

@@ -340,7 +340,7 @@ def _write_builtin_corpus(root: Path) -> Path:
 
     path = root / BUILTIN_CORPUS_FILE
     if not path.is_file():
-        tmp = root / f".{BUILTIN_CORPUS_FILE}.tmp"
+        tmp = root / f".{BUILTIN_CORPUS_FILE}.{os.getpid()}.tmp"
         tmp.write_text("\n".join(default_corpus()) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     return path
