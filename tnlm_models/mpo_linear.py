@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -54,28 +55,60 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
 
 
 def full_bond_dims(
-    out_dims: Sequence[int], in_dims: Sequence[int], bond_dim: int | None = None
+    out_dims: Sequence[int],
+    in_dims: Sequence[int],
+    bond_dim: int | Sequence[int] | None = None,
 ) -> tuple[int, ...]:
     """Bond dimensions ``(r_0, ..., r_n)`` of an MPO with the given factorisation.
 
-    ``r_k = min(prod_{m<=k} out_m in_m, prod_{m>k} out_m in_m, bond_dim)``, the exact
-    (full) rank when ``bond_dim`` is None.
+    ``r_k = min(prod_{m<=k} out_m in_m, prod_{m>k} out_m in_m, cap_k)``, the exact
+    (full) rank when ``bond_dim`` is None; ``bond_dim`` is one cap for every internal bond
+    or a sequence of ``n - 1`` caps, one per bond (as for ``tnlm.mpo_decompose``).
 
     Examples
     --------
     >>> full_bond_dims((4, 4), (4, 4))
     (1, 16, 1)
+    >>> full_bond_dims((2, 2, 2), (2, 2, 2), (3, 100))
+    (1, 3, 4, 1)
     """
     sizes = [o * i for o, i in zip(out_dims, in_dims)]
     n = len(sizes)
+    if bond_dim is None or isinstance(bond_dim, numbers.Integral):
+        caps: list[int | None] = [None if bond_dim is None else int(bond_dim)] * (n - 1)
+    else:
+        caps = [int(r) for r in cast(Sequence[int], bond_dim)]
+        if len(caps) != n - 1:
+            raise ValueError(
+                f"bond_dim has {len(caps)} caps, expected one per internal bond: {n - 1} "
+                f"for {n} cores"
+            )
     bonds = [1]
     for k in range(1, n):
         r = min(math.prod(sizes[:k]), math.prod(sizes[k:]))
-        if bond_dim is not None:
-            r = min(r, int(bond_dim))
+        cap = caps[k - 1]
+        if cap is not None:
+            r = min(r, int(cap))
         bonds.append(r)
     bonds.append(1)
     return tuple(bonds)
+
+
+def _check_bond_dim(bond_dim: Any, num_cores: int) -> int | tuple[int, ...] | None:
+    """``bond_dim`` checked: None, an int >= 1, or ``num_cores - 1`` ints >= 1."""
+    bond_dim = check_value(
+        "bond_dim", bond_dim, int | tuple[int, ...] | None, "MPOLinear argument", Bounds(1)
+    )
+    if isinstance(bond_dim, tuple):
+        if len(bond_dim) != num_cores - 1:
+            raise ValueError(
+                f"bond_dim has {len(bond_dim)} caps {bond_dim}, expected one per internal "
+                f"bond: {num_cores - 1} for {num_cores} cores"
+            )
+        for k, r in enumerate(bond_dim):
+            if r < 1:
+                raise ValueError(f"bond_dim[{k}] must be an int >= 1, got {r!r}")
+    return cast("int | tuple[int, ...] | None", bond_dim)
 
 
 def _isometry(
@@ -102,8 +135,9 @@ class MPOLinear(nn.Module):
         ``auto_factorize(dim, num_cores)``.
     num_cores : int, default 5
         ``n`` when the factorisations are automatic.
-    bond_dim : int, optional
-        Cap on every bond (None: full rank, i.e. any matrix is representable).
+    bond_dim : int or sequence of int, optional
+        Cap on every internal bond, or ``n - 1`` caps, one per bond (None: full rank, i.e.
+        any matrix is representable). ``bond_dims`` holds the resulting dimensions.
     bias : bool, default True
     central : nn.Parameter, optional
         A central tensor of shape ``(r_c, out_c, in_c, r_{c+1})`` (``c = n // 2``) to share
@@ -147,7 +181,7 @@ class MPOLinear(nn.Module):
         out_dims: Sequence[int] | None = None,
         in_dims: Sequence[int] | None = None,
         num_cores: int = 5,
-        bond_dim: int | None = None,
+        bond_dim: int | Sequence[int] | None = None,
         bias: bool = True,
         central: nn.Parameter | None = None,
         adapter_size: int = 0,
@@ -171,7 +205,6 @@ class MPOLinear(nn.Module):
                 ("adapter_size", adapter_size, 0),
             )
         )
-        bond_dim = check_value("bond_dim", bond_dim, int | None, "MPOLinear argument", Bounds(1))
         self.in_features = in_features
         self.out_features = out_features
         out_dims, in_dims = check_factorization(
@@ -188,6 +221,7 @@ class MPOLinear(nn.Module):
         self.out_dims, self.in_dims = out_dims, in_dims
         self.num_cores = len(out_dims)
         self.central_index = self.num_cores // 2
+        bond_dim = _check_bond_dim(bond_dim, self.num_cores)
         self.bond_dim = bond_dim
         self.bond_dims = full_bond_dims(out_dims, in_dims, bond_dim)
         self.forward_mode = forward_mode
@@ -490,6 +524,181 @@ class MPOLinear(nn.Module):
         )
         mpo = tnlm.mpo_decompose(weight.detach(), (layer.out_dims, layer.in_dims), bond_dim)
         layer.set_cores(_pad_cores(list(mpo.cores), layer))
+        if bias is not None and layer.bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(bias)
+        return layer
+
+    def to_mpo(self) -> tnlm.MPO:
+        """This layer's cores as a ``tnlm.MPO`` (a view: the cores are the parameters).
+
+        The MPO's cores are this module's parameter tensors themselves, not copies: the
+        central one is the same object as ``self.central`` (a shared central tensor stays
+        shared), autograd reaches the parameters through every tnlm operation on it, and an
+        in-place update of the layer (an optimizer step) shows in the MPO. tnlm's operations
+        (``to_dense``, ``bond_entropies``, ``compress``, ``canonicalize``, ``save``, ...)
+        return new arrays or MPOs that share nothing with the layer. The layouts agree:
+        core ``k`` is ``(r_{k-1}, out_k, in_k, r_k)``, tnlm's ``(r_left, row, col, r_right)``,
+        so ``row_dims == out_dims`` and ``col_dims == in_dims``.
+
+        The MPO is of the cores alone: ``to_mpo().to_dense()`` equals ``mpo_weight()``. The
+        low-rank adapter ``adapter_up @ adapter_down`` (if ``adapter_size > 0``) and the bias
+        are not in it, so where the adapter is non-zero (after training), ``rebuild_weight()``
+        differs from ``to_mpo().to_dense()`` by exactly ``adapter_up @ adapter_down``.
+
+        Returns
+        -------
+        tnlm.MPO
+            Shape ``(out_features, in_features)``, torch cores of this layer's dtype and
+            device.
+
+        Examples
+        --------
+        >>> lin = MPOLinear(12, 24, out_dims=(2, 3, 4), in_dims=(3, 2, 2))
+        >>> mpo = lin.to_mpo()
+        >>> mpo.shape, mpo.bond_dims, mpo.cores[1] is lin.central
+        ((24, 12), (6, 8), True)
+        >>> torch.allclose(mpo.to_dense(), lin.mpo_weight())
+        True
+        """
+        return tnlm.MPO(self.cores)
+
+    @classmethod
+    def from_mpo(
+        cls,
+        mpo: tnlm.MPO,
+        bias: Any = None,
+        *,
+        central: nn.Parameter | None = None,
+        adapter_size: int = 0,
+        forward_mode: str = "auto",
+        std: float = 0.02,
+    ) -> MPOLinear:
+        """A layer whose weight is ``mpo`` (rows: output features, columns: input features).
+
+        The layer has the MPO's factorisation (``out_dims = mpo.row_dims``,
+        ``in_dims = mpo.col_dims``) and bond dimensions (``bond_dim = mpo.bond_dims``), and
+        the dtype and device of its cores (numpy cores give a CPU layer). The cores are
+        copied into new parameters: training the layer leaves ``mpo`` unchanged. So
+        ``from_mpo(layer.to_mpo(), layer.bias)`` computes what ``layer`` does when
+        ``layer`` has no adapter (an adapter is not part of ``to_mpo()``).
+
+        Parameters
+        ----------
+        mpo : tnlm.MPO, shape (out_features, in_features)
+            numpy or torch cores of a real floating dtype. Every bond must be at most its
+            full rank (``full_bond_dims(row_dims, col_dims)``); call ``mpo.compress()``
+            first on a sum or product of MPOs.
+        bias : tensor or array, shape (out_features,), optional
+            Copied into the layer's bias (cast to the cores' dtype); None: no bias.
+        central : nn.Parameter, shape (r_c, out_c, in_c, r_{c+1}), optional
+            A shared central tensor (``c = n // 2``) for the layer to register, as in the
+            constructor; it must hold the MPO's central core (the same tensor, or equal
+            values, dtype and device): it is used, not overwritten, so other layers sharing
+            it are untouched.
+        adapter_size : int, default 0
+            Rank of a new adapter, initialised as in ``reset_parameters(std)`` (``up`` zero,
+            so the layer's weight is still the MPO).
+        forward_mode : {"auto", "dense", "cores"}
+        std : float, default 0.02
+            Standard deviation of the adapter's ``down`` matrix.
+
+        Returns
+        -------
+        MPOLinear
+
+        Raises
+        ------
+        TypeError
+            If ``mpo`` is not a ``tnlm.MPO``, its cores are neither numpy nor torch or not of
+            a real floating dtype, or ``bias`` is not an array.
+        ValueError
+            If the MPO has a trivial core (``row = col = 1``, refused as for the
+            constructor's factorisation), a bond above its full rank, ``bias`` does not have
+            shape ``(out_features,)``, or ``central`` does not hold the MPO's central core.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> W = np.random.default_rng(0).standard_normal((24, 12))
+        >>> mpo = tnlm.mpo_decompose(W, ((2, 3, 4), (3, 2, 2)), bond_dim=4)
+        >>> lin = MPOLinear.from_mpo(mpo, bias=np.zeros(24))
+        >>> lin.out_dims, lin.in_dims, lin.bond_dims, lin.weight.dtype
+        ((2, 3, 4), (3, 2, 2), (1, 4, 4, 1), torch.float64)
+        >>> bool(np.allclose(lin.weight.detach().numpy(), mpo.to_dense()))
+        True
+        """
+        if not isinstance(mpo, tnlm.MPO):
+            hint = ""
+            if isinstance(mpo, list | tuple):
+                hint = " (wrap a list of cores as tnlm.MPO(cores))"
+            elif hasattr(mpo, "shape"):
+                hint = " (for a dense weight use MPOLinear.from_dense or tnlm.mpo_decompose)"
+            raise TypeError(f"from_mpo takes a tnlm.MPO; got {type(mpo).__name__}{hint}")
+        if mpo.backend not in ("numpy", "torch"):
+            raise TypeError(
+                f"from_mpo takes an MPO with numpy or torch cores; got {mpo.backend} cores"
+            )
+        cores = [c if isinstance(c, torch.Tensor) else torch.tensor(c) for c in mpo.cores]
+        dtype, device = cores[0].dtype, cores[0].device
+        if not dtype.is_floating_point:
+            raise TypeError(
+                f"from_mpo needs cores of a real floating dtype (float16, bfloat16, float32, "
+                f"float64); the MPO's cores have dtype {mpo.dtype}"
+            )
+        out_dims, in_dims = check_factorization(
+            mpo.row_dims, mpo.col_dims, "from_mpo: the MPO's factorisation"
+        )
+        full = full_bond_dims(out_dims, in_dims)[1:-1]
+        for k, (r, f) in enumerate(zip(mpo.bond_dims, full)):
+            if r > f:
+                raise ValueError(
+                    f"from_mpo: the MPO's bond {k} has dimension {r}, above its full rank {f} "
+                    f"(bond_dims {mpo.bond_dims}, full rank {full}); expected at most the "
+                    "full rank: call mpo.compress() first"
+                )
+        c, n = len(cores) // 2, len(cores)
+        if central is not None and tuple(central.shape) != tuple(cores[c].shape):
+            raise ValueError(
+                f"from_mpo: central has shape {tuple(central.shape)}, but the MPO's central core "
+                f"(core {c} of {n}) has shape {tuple(cores[c].shape)}; expected the central "
+                f"tensor of a layer with the MPO's {n} cores, factorisation and bonds"
+            )
+        out_features, in_features = mpo.shape
+        if bias is not None:
+            if not isinstance(bias, torch.Tensor):
+                if not hasattr(bias, "shape"):
+                    raise TypeError(
+                        f"from_mpo: bias must be None or a tensor/array of shape "
+                        f"({out_features},); got {type(bias).__name__}"
+                    )
+                bias = torch.tensor(bias)
+            if tuple(bias.shape) != (out_features,):
+                raise ValueError(
+                    f"from_mpo: bias has shape {tuple(bias.shape)}, expected "
+                    f"(out_features,) = ({out_features},) for an MPO of shape {mpo.shape}"
+                )
+        layer = cls(
+            in_features,
+            out_features,
+            out_dims=out_dims,
+            in_dims=in_dims,
+            bond_dim=mpo.bond_dims,
+            bias=bias is not None,
+            central=central,
+            adapter_size=adapter_size,
+            forward_mode=forward_mode,
+            std=std,
+            dtype=dtype,
+            device=device,
+        )
+        if central is not None and cores[c] is not central and not torch.equal(cores[c], central):
+            raise ValueError(
+                f"from_mpo: central does not hold the MPO's central core (core {c}); expected "
+                "the same values (the shared tensor is used, not overwritten: copy the core "
+                "into it first, or pass central=None for a layer of its own)"
+            )
+        layer.set_cores(cores, include_central=central is None)
         if bias is not None and layer.bias is not None:
             with torch.no_grad():
                 layer.bias.copy_(bias)
