@@ -15,6 +15,10 @@ The core at index ``n // 2`` is the *central tensor*; it may be a parameter shar
 layers (MPOBERT). An optional low-rank adapter ``up @ down`` (rank ``adapter_size``, ``up``
 zero at initialisation) is added to the weight.
 
+The layout is ``tnlm.MPO``'s (rows = outputs, columns = inputs): ``layer.to_mpo()`` is the
+cores as a ``tnlm.MPO`` over the parameters themselves (for tnlm's analysis, compression and
+I/O), and ``MPOLinear.from_mpo(mpo)`` builds a layer from one.
+
 The forward pass chooses, by FLOP count for the actual number of input rows, between
 rebuilding ``W`` and doing one GEMM ("dense") or contracting the input through the cores
 ("cores"); the choice and the contraction plans are cached per row count.
