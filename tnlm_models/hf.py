@@ -20,9 +20,15 @@ eagerly would add seconds to ``import tnlm_models``).
 
 ``from_pretrained`` takes a folder written by ``save_pretrained`` here, a checkpoint folder
 of the trainer or a run folder (its best, else latest, checkpoint; project folders are read
-by the project's loader, bit-exactly).
+by the project's loader, bit-exactly). So that the auto classes take the same folders,
+``register`` also teaches ``transformers``' config reader (``_get_config_dict``, the one
+function every ``from_pretrained`` reads ``config.json`` through) two things, as it already
+does for timm's configs: a project run folder means its best, else latest, checkpoint, and
+a project ``config.json`` without ``model_type`` (written before this module) is "mpobert".
+Nothing is written to the folder; every other folder reads as before.
 """
 
+import functools
 import logging
 import os
 import re
@@ -67,6 +73,7 @@ from .modeling import (
 from .mpo_linear import MPOLinear
 from .serialization import CONFIG_NAME, WEIGHTS_NAME, _model_dir, read_json_object
 from .tokenization import SPECIAL_TOKENS, TOKENIZER_FILE
+from .train.checkpoint import INDEX
 
 __all__ = [
     "MODEL_TYPE",
@@ -208,9 +215,37 @@ def shared_parameter_names(model: nn.Module) -> dict[str, str]:
 
 def model_folder(path: str | os.PathLike) -> Path:
     """The folder holding ``config.json``: ``path``, or a run folder's best (else latest)
-    checkpoint. Pass it to ``AutoModel*.from_pretrained``/``AutoTokenizer`` for a run folder.
-    """
+    checkpoint. The auto classes resolve a run folder the same way (see ``register``)."""
     return _model_dir(Path(path))
+
+
+def _run_checkpoint(path: Any) -> Path | None:
+    """The best (else latest) checkpoint of ``path`` if it is a local project run folder (no
+    ``config.json``; an ``index.json`` or a ``checkpoints`` folder), else None.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        From ``model_folder`` when the run's index is missing, corrupt or names a folder
+        that is not one of its checkpoints.
+    """
+    if not isinstance(path, str | os.PathLike):
+        return None
+    folder = Path(path)
+    if not folder.is_dir() or (folder / CONFIG_NAME).exists():
+        return None
+    if not ((folder / INDEX).is_file() or (folder / "checkpoints").is_dir()):
+        return None
+    return model_folder(folder)
+
+
+def _is_project_config(raw: dict[str, Any]) -> bool:
+    """Whether ``raw`` is the project's ``config.json`` layout of an MPOBERT model."""
+    return (
+        "format_version" in raw
+        and isinstance(raw.get("config"), dict)
+        and raw.get("architecture") in _HF_NAMES
+    )
 
 
 def _project_folder(path: Any) -> Path | None:
@@ -224,29 +259,83 @@ def _project_folder(path: Any) -> Path | None:
     return folder if "format_version" in raw and isinstance(raw.get("config"), dict) else None
 
 
-def _check_stored_shapes(folder: Path, model: MPOBertPreTrainedModel) -> None:
-    """``ValueError`` naming the first stored encoder tensor whose shape ``model`` (built
-    from the config) does not have."""
+#: the base model's parts (after an optional "bert." prefix) whose stored shapes are checked
+_BASE_PARTS = ("embeddings.", "encoder.", "pooler.")
+
+
+def _stored_shapes(folder: Path) -> tuple[Path, dict[str, tuple[int, ...]]] | None:
+    """``(file, {key: shape})`` of the folder's safetensors weights (one file or the shards
+    an index names), or None when it has none."""
     from safetensors import safe_open
 
-    path = folder / WEIGHTS_NAME
-    if not path.is_file():
+    single = folder / WEIGHTS_NAME
+    index = folder / f"{WEIGHTS_NAME}.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index} has no 'weight_map' object; expected a shard index")
+        files = [folder / name for name in sorted(set(map(str, weight_map.values())))]
+    else:
+        return None
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                shapes[key] = tuple(fh.get_slice(key).get_shape())
+    return (single if single.is_file() else index), shapes
+
+
+def _mpo_settings(cfg: MPOBertConfig) -> str:
+    """The settings that fix the stored shapes, for error messages."""
+    return (
+        f"hidden_size={cfg.hidden_size}, num_hidden_layers={cfg.num_hidden_layers}, "
+        f"num_cores={cfg.num_cores}, bond_dim={cfg.bond_dim}, sharing={cfg.sharing!r}, "
+        f"adapter_size={cfg.adapter_size}, mpo_matrices={list(cfg.mpo_matrices)}"
+    )
+
+
+def _check_stored_shapes(folder: Path, model: MPOBertPreTrainedModel) -> None:
+    """``ValueError`` unless the folder stores the encoder tensors that ``model`` (built from
+    the config) has, each with the model's shape (embeddings and pooler shapes too).
+
+    A shared tensor may be stored under any of its names; the heads are left to
+    ``transformers`` (a new ``num_labels`` re-initialises the classifier).
+    """
+    found = _stored_shapes(folder)
+    if found is None:
         return
-    params = dict(model.named_parameters(remove_duplicate=False))
-    with safe_open(str(path), framework="pt") as fh:
-        for key in fh.keys():  # noqa: SIM118 (safe_open has no __iter__)
-            if key not in params or not key.removeprefix("bert.").startswith("encoder."):
-                continue
-            stored = tuple(fh.get_slice(key).get_shape())
-            expected = tuple(params[key].shape)
-            if stored != expected:
-                cfg = model.config
-                raise ValueError(
-                    f"{path}: {key} has shape {stored}, but the config's MPO settings "
-                    f"(num_cores={cfg.num_cores}, bond_dim={cfg.bond_dim}, "
-                    f"sharing={cfg.sharing!r}, adapter_size={cfg.adapter_size}) give "
-                    f"{expected}; the config does not match the weights"
-                )
+    path, raw = found
+    stored = {k.removeprefix("bert."): v for k, v in raw.items()}
+    stored_name = {k.removeprefix("bert."): k for k in raw}
+    groups: dict[int, list[str]] = {}
+    params: dict[str, tuple[int, ...]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        base = name.removeprefix("bert.")
+        groups.setdefault(id(p), []).append(base)
+        params[base] = tuple(p.shape)
+    cfg = model.config
+    for key, shape in stored.items():
+        if key in params and key.startswith(_BASE_PARTS) and shape != params[key]:
+            raise ValueError(
+                f"{path}: {stored_name[key]} has shape {shape}, but the config "
+                f"({_mpo_settings(cfg)}) gives {params[key]}; the config does not match the "
+                "weights"
+            )
+    missing = [
+        names[0]
+        for names in groups.values()
+        if names[0].startswith("encoder.") and not any(n in stored for n in names)
+    ]
+    unexpected = [stored_name[k] for k in stored if k.startswith("encoder.") and k not in params]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: the stored encoder tensors are not those the config "
+            f"({_mpo_settings(cfg)}) gives: {len(missing)} missing {sorted(missing)[:3]}, "
+            f"{len(unexpected)} unexpected {sorted(unexpected)[:3]}; the config does not "
+            "match the weights"
+        )
 
 
 class MPOBertHFPreTrainedModel(PreTrainedModel):
@@ -299,6 +388,14 @@ class MPOBertHFPreTrainedModel(PreTrainedModel):
                 setattr(module, "_is_hf_initialized", True)  # noqa: B010
         self.post_init()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # a part replaced here (PEFT wraps the classifier, for one) is replaced in the
+        # project model too, whose forward runs
+        super().__setattr__(name, value)
+        model = self.__dict__.get("_mpobert_model")
+        if model is not None and isinstance(value, nn.Module) and name in model._modules:
+            setattr(model, name, value)
+
     @property
     def mpobert_model(self) -> MPOBertPreTrainedModel:
         """The project's model (same parameters as this wrapper)."""
@@ -334,18 +431,18 @@ class MPOBertHFPreTrainedModel(PreTrainedModel):
         Raises
         ------
         ValueError
-            For a folder of another ``model_type``, or weights whose shapes the config's
-            MPO settings do not give (the tensor and both shapes are named).
+            For a folder of another ``model_type`` (also when ``config`` is given), or
+            weights that the config's MPO settings do not give (a tensor of another shape,
+            or encoder tensors missing or unexpected: the tensors and settings are named).
         """
         folder = _project_folder(pretrained_model_name_or_path)
         if folder is not None:
             return cls._from_project_folder(folder, kwargs.get("config"), kwargs)
         path = pretrained_model_name_or_path
         if isinstance(path, str | os.PathLike) and (Path(path) / CONFIG_NAME).is_file():
+            stored = MPOBertHFConfig.from_pretrained(path)  # refuses another model_type
             config = kwargs.get("config")
-            if not isinstance(config, MPOBertHFConfig):
-                config = MPOBertHFConfig.from_pretrained(path)
-            cls._check_folder(Path(path), config)
+            cls._check_folder(Path(path), config if isinstance(config, MPOBertHFConfig) else stored)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
@@ -395,6 +492,16 @@ def _output_hidden(flag: bool | None, config: PretrainedConfig) -> bool:
     return bool(config.output_hidden_states if flag is None else flag)
 
 
+def _check_unsupported(inputs_embeds: Any, output_attentions: bool | None) -> None:
+    """Accept the arguments ``transformers`` and PEFT pass as None, refuse real values."""
+    if inputs_embeds is not None:
+        raise ValueError("MPOBERT takes input_ids; inputs_embeds is not supported (got a value)")
+    if output_attentions:
+        raise ValueError(
+            "MPOBERT does not return attention weights; output_attentions must be None or False"
+        )
+
+
 class MPOBertHFModel(MPOBertHFPreTrainedModel):
     """``MPOBertModel`` (encoder and pooler) for ``AutoModel``."""
 
@@ -407,8 +514,11 @@ class MPOBertHFModel(MPOBertHFPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
     ) -> Any:
         """As ``MPOBertModel.forward``; returns ``BaseModelOutputWithPooling``."""
+        _check_unsupported(inputs_embeds, output_attentions)
         out = self.mpobert_model(
             input_ids,
             attention_mask,
@@ -436,8 +546,11 @@ class MPOBertHFForMaskedLM(MPOBertHFPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
     ) -> Any:
         """As ``MPOBertForMaskedLM.forward``; returns ``MaskedLMOutput``."""
+        _check_unsupported(inputs_embeds, output_attentions)
         out = self.mpobert_model(
             input_ids,
             attention_mask,
@@ -462,9 +575,12 @@ class MPOBertHFForSequenceClassification(MPOBertHFPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
     ) -> Any:
         """As ``MPOBertForSequenceClassification.forward``; returns
         ``SequenceClassifierOutput``."""
+        _check_unsupported(inputs_embeds, output_attentions)
         out = self.mpobert_model(
             input_ids,
             attention_mask,
@@ -493,10 +609,15 @@ class MPOBertTokenizerFast(PreTrainedTokenizerFast):
     the file instead of rebuilding a tokenizer from its vocabulary)."""
 
     @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """As ``PreTrainedTokenizerFast.from_pretrained``; a run folder means its best, else
+        latest, checkpoint."""
         for key, token in _SPECIAL_TOKEN_KWARGS.items():
             kwargs.setdefault(key, token)
-        return super().from_pretrained(*args, **kwargs)
+        path = pretrained_model_name_or_path
+        if not kwargs.get("subfolder"):
+            path = _run_checkpoint(path) or path
+        return super().from_pretrained(path, *args, **kwargs)
 
 
 _SPECIAL_TOKEN_KWARGS: dict[str, str] = dict(
@@ -530,8 +651,51 @@ def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerFast:
     return MPOBertTokenizerFast(tokenizer_file=str(file), **_SPECIAL_TOKEN_KWARGS, **kwargs)
 
 
+def _read_project_folders(read: Any) -> Any:
+    """``PretrainedConfig._get_config_dict`` (the function ``read``) that also reads a project
+    run folder (its best, else latest, checkpoint) and gives a project ``config.json``
+    without ``model_type`` the type "mpobert". Reads only; other folders as before."""
+
+    @functools.wraps(read)
+    def _get_config_dict(cls: Any, pretrained_model_name_or_path: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("subfolder") and not kwargs.get("gguf_file"):
+            pretrained_model_name_or_path = (
+                _run_checkpoint(pretrained_model_name_or_path) or pretrained_model_name_or_path
+            )
+        config_dict, rest = read(cls, pretrained_model_name_or_path, **kwargs)
+        if (
+            isinstance(config_dict, dict)
+            and "model_type" not in config_dict
+            and _is_project_config(config_dict)
+        ):
+            config_dict["model_type"] = MODEL_TYPE
+        return config_dict, rest
+
+    _get_config_dict.reads_project_folders = True  # type: ignore[attr-defined]
+    return _get_config_dict
+
+
+def _install_config_reader() -> None:
+    """Wrap ``PretrainedConfig._get_config_dict`` once (see ``_read_project_folders``)."""
+    current = PretrainedConfig.__dict__.get("_get_config_dict")
+    read = getattr(current, "__func__", None)
+    if read is None:
+        logger.warning(
+            "transformers %s has no PretrainedConfig._get_config_dict: the auto classes take "
+            "no run folder (pass tnlm_models.hf.model_folder(run)) and no config.json "
+            "without model_type",
+            transformers.__version__,
+        )
+        return
+    if not getattr(read, "reads_project_folders", False):
+        PretrainedConfig._get_config_dict = classmethod(_read_project_folders(read))  # type: ignore[assignment,method-assign]
+
+
 def register() -> None:
-    """Register the "mpobert" classes with ``transformers``' auto classes (idempotent)."""
+    """Register the "mpobert" classes with ``transformers``' auto classes (idempotent), and
+    let its config reader take project run folders and older project ``config.json`` files
+    (module docstring)."""
+    _install_config_reader()
     AutoConfig.register(MODEL_TYPE, MPOBertHFConfig, exist_ok=True)
     for auto, cls in (
         (AutoModel, MPOBertHFModel),

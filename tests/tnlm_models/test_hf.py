@@ -57,6 +57,15 @@ def _stored_keys(folder: Path) -> list[str]:
         return list(fh.keys())
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """``{relative path: (size, mtime_ns)}`` of every file under ``folder``."""
+    return {
+        str(f.relative_to(folder)): (f.stat().st_size, f.stat().st_mtime_ns)
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
+
+
 def _assert_shared(model, layers: int):
     enc = model.mpobert_model.encoder_module()
     for name, central in enc.central.items():
@@ -157,17 +166,38 @@ def test_hf_layout_folder_keeps_one_parameter_and_one_gradient(tmp_path):
         assert torch.equal(encoder(input_ids=ids, attention_mask=mask).last_hidden_state, ref)
 
 
-def test_checkpoint_without_model_type_loads_through_the_wrapper(tmp_path):
+def test_checkpoint_without_model_type_loads_through_the_auto_classes(tmp_path):
     hf = _hf()
+    torch.manual_seed(2)
     model = MPOBertForMaskedLM(tiny_config()).eval()
     model.save_pretrained(tmp_path)
     raw = json.loads((tmp_path / "config.json").read_text())
     del raw["model_type"]  # as written before tnlm_models.hf
     (tmp_path / "config.json").write_text(json.dumps(raw))
-    loaded = hf.MPOBertHFForMaskedLM.from_pretrained(tmp_path)
-    assert torch.equal(_logits(loaded, random_batch()), _logits(model, random_batch()))
-    with pytest.raises(ValueError, match="Should have a `model_type` key"):
-        transformers.AutoModelForMaskedLM.from_pretrained(tmp_path)
+    before = _snapshot(tmp_path)
+    ref = _logits(model, random_batch())
+    config = transformers.AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(config, hf.MPOBertHFConfig) and config.to_mpobert_config() == tiny_config()
+    for loaded in (
+        hf.MPOBertHFForMaskedLM.from_pretrained(tmp_path),
+        transformers.AutoModelForMaskedLM.from_pretrained(tmp_path),
+    ):
+        assert torch.equal(_logits(loaded, random_batch()), ref)
+        _assert_shared(loaded, 3)
+    assert _snapshot(tmp_path) == before  # read, never written
+
+
+def test_config_reader_is_wrapped_once_and_leaves_other_folders_alone(tmp_path):
+    hf = _hf()
+    hf.register()  # again: idempotent
+    reader = transformers.PretrainedConfig._get_config_dict.__func__
+    assert reader.reads_project_folders
+    assert not getattr(reader.__wrapped__, "reads_project_folders", False)
+    bert = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1)
+    bert.save_pretrained(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    assert type(transformers.AutoConfig.from_pretrained(tmp_path)) is transformers.BertConfig
+    assert json.loads((tmp_path / "config.json").read_text()) == raw
 
 
 # ---------------------------------------------------------------------------- trained checkpoint
@@ -209,6 +239,56 @@ def trained(tmp_path_factory) -> dict[str, Path]:
         ),
     )
     return {"pre": Path(pre.checkpoint), "fine": Path(fine.checkpoint), "data": d}
+
+
+@pytest.mark.parametrize("kind", ["pre", "fine"])
+def test_auto_classes_load_a_run_folder(trained, kind):
+    hf = _hf()
+    run = trained[kind].parent.parent
+    assert (run / "checkpoints").is_dir() and not (run / "config.json").exists()
+    before = _snapshot(run)
+    project_classes = [MPOBertModel]
+    project_classes.append(
+        MPOBertForMaskedLM if kind == "pre" else MPOBertForSequenceClassification
+    )
+    batch = random_batch(vocab_size=200)
+    config = transformers.AutoConfig.from_pretrained(run)
+    assert isinstance(config, hf.MPOBertHFConfig)
+    assert config.to_mpobert_config() == MPOBertModel.from_pretrained(run).config
+    for project_cls in project_classes:
+        auto_name = next(name for name, cls in AUTO.items() if cls is project_cls)
+        loaded = getattr(transformers, auto_name).from_pretrained(run)
+        assert type(loaded.mpobert_model) is project_cls
+        ref = project_cls.from_pretrained(run).eval()  # the project's own loader
+        assert torch.equal(_logits(loaded, batch), _logits(ref, batch))
+        assert sum(p.numel() for p in loaded.parameters()) == ref.num_parameters()
+        _assert_shared(loaded, 2)
+    tok = transformers.AutoTokenizer.from_pretrained(run)
+    assert isinstance(tok, transformers.PreTrainedTokenizerFast)
+    assert (
+        tok("the cat")["input_ids"] == WordPieceTokenizer.load(trained[kind]).encode("the cat")[0]
+    )
+    assert _snapshot(run) == before  # nothing written into the run
+
+
+def test_pipelines_take_a_run_folder(trained):
+    fill = transformers.pipeline("fill-mask", model=str(trained["pre"].parent.parent))
+    out = fill("the [MASK] is here", top_k=2)
+    assert len(out) == 2 and {"score", "token", "token_str", "sequence"} <= set(out[0])
+    clf = transformers.pipeline("text-classification", model=str(trained["fine"].parent.parent))
+    res = clf(["a good statement", "a bad error"])
+    assert all(r["label"] in ("0", "1") and 0.5 <= r["score"] <= 1 for r in res)
+
+
+def test_run_folder_without_a_checkpoint_index_names_what_is_missing(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    for load in (
+        transformers.AutoConfig.from_pretrained,
+        transformers.AutoModelForMaskedLM.from_pretrained,
+        transformers.AutoTokenizer.from_pretrained,
+    ):
+        with pytest.raises(FileNotFoundError, match="nor a run directory with checkpoints/index"):
+            load(tmp_path)
 
 
 def test_run_folder_loads_through_the_helper_and_the_wrapper(trained):
@@ -362,9 +442,86 @@ def test_hf_trainer_checkpoint_resumes_exactly_with_sharing(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters()))
 
 
-# ---------------------------------------------------------------------------- bad input
-def test_folder_of_another_model_type_is_refused(tmp_path):
+# ---------------------------------------------------------------------------- PEFT
+def test_peft_lora_on_the_dense_layers_trains_saves_and_merges(tmp_path):
+    peft = pytest.importorskip("peft", reason="LoRA through PEFT needs peft (the hf extra)")
     hf = _hf()
+    torch.manual_seed(5)
+    # query/key/value/attention_output are MPO; intermediate and output stay dense nn.Linear
+    cfg = tiny_config(mpo_matrices=("query", "key", "value", "attention_output"))
+    hf.MPOBertHFForSequenceClassification(
+        hf.MPOBertHFConfig.from_mpobert_config(cfg)
+    ).save_pretrained(tmp_path / "base")
+    base = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "base")
+    ids, mask, types = random_batch()
+    inputs = dict(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    with torch.no_grad():
+        ref = base(**inputs).logits
+    central = {k: v.detach().clone() for k, v in base.bert.encoder.central.items()}
+    n_params = base.mpobert_model.num_parameters()
+    head = base.classifier.weight.detach().clone()
+
+    lora = peft.LoraConfig(
+        task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["intermediate", "output", "pooler"]
+    )
+    model = peft.get_peft_model(base, lora)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or ".classifier." in n for n in trainable)
+    assert any("bert.pooler.lora_A" in n for n in trainable)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, ref)  # LoRA's B starts at zero
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    labels = torch.tensor([0, 1, 0])
+    losses = []
+    for _ in range(8):
+        loss = model(**inputs, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    # the MPO encoder is frozen and still shared
+    enc = base.bert.encoder
+    assert all(torch.equal(enc.central[k], v) for k, v in central.items())
+    assert all(enc.layer[i].query.central is enc.central["query"] for i in range(3))
+    model.eval()
+    with torch.no_grad():
+        tuned = model(**inputs).logits
+    assert not torch.equal(tuned, ref)
+    # PEFT's trainable copy of the classifier is the one the project model's forward runs
+    assert base.mpobert_model.classifier is base.classifier
+    assert not torch.equal(base.classifier.modules_to_save["default"].weight, head)
+
+    model.save_pretrained(tmp_path / "adapter")
+    # merging LoRA into a weight reorders float32 sums through 3 layers
+    tol = 100 * torch.finfo(torch.float32).eps * max(1.0, tuned.abs().max().item())
+    # the adapter folder names the base folder: the auto class loads both
+    again = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "adapter")
+    with torch.no_grad():
+        assert (again(**inputs).logits - tuned).abs().max() <= tol
+    reloaded = peft.PeftModel.from_pretrained(
+        transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "base"),
+        tmp_path / "adapter",
+    ).eval()
+    merged = reloaded.merge_and_unload()
+    assert isinstance(merged, hf.MPOBertHFForSequenceClassification)
+    assert merged.mpobert_model.num_parameters() == n_params  # LoRA folded into the dense
+    assert not torch.equal(merged.classifier.weight, head)
+    with torch.no_grad():
+        assert (merged(**inputs).logits - tuned).abs().max() <= tol
+    # LoRA takes nn.Linear layers; an MPO layer is refused by PEFT itself
+    with pytest.raises(ValueError, match="Target module MPOLinear.* is not supported"):
+        peft.get_peft_model(
+            hf.MPOBertHFForSequenceClassification(hf.MPOBertHFConfig.from_mpobert_config(cfg)),
+            peft.LoraConfig(task_type="SEQ_CLS", target_modules=["query"]),
+        )
+
+
+# ---------------------------------------------------------------------------- bad input
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory) -> Path:
+    """A saved tiny dense ``BertForMaskedLM`` (model_type "bert")."""
+    d = tmp_path_factory.mktemp("bert")
     bert = transformers.BertConfig(
         vocab_size=50,
         hidden_size=16,
@@ -372,25 +529,86 @@ def test_folder_of_another_model_type_is_refused(tmp_path):
         num_attention_heads=2,
         intermediate_size=32,
     )
-    transformers.BertForMaskedLM(bert).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="model_type 'bert', expected 'mpobert'"):
-        hf.MPOBertHFForMaskedLM.from_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="model_type 'bert', expected 'mpobert'"):
-        hf.MPOBertHFConfig.from_pretrained(tmp_path)
+    transformers.BertForMaskedLM(bert).save_pretrained(d)
+    return d
 
 
-def test_config_that_does_not_match_the_weights_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    "name", ["MPOBertHFModel", "MPOBertHFForMaskedLM", "MPOBertHFForSequenceClassification"]
+)
+def test_folder_of_another_model_type_is_refused(bert_folder, name):
+    hf = _hf()
+    cls = getattr(hf, name)
+    with pytest.raises(ValueError, match="model_type 'bert', expected 'mpobert'"):
+        cls.from_pretrained(bert_folder)
+    # also when a config is given (the folder's weights would be silently ignored)
+    config = hf.MPOBertHFConfig.from_mpobert_config(tiny_config(vocab_size=50))
+    with pytest.raises(ValueError, match="model_type 'bert', expected 'mpobert'"):
+        cls.from_pretrained(bert_folder, config=config)
+
+
+def test_folder_of_another_model_type_through_config_and_project_loader(bert_folder):
+    hf = _hf()
+    with pytest.raises(ValueError, match="model_type 'bert', expected 'mpobert'"):
+        hf.MPOBertHFConfig.from_pretrained(bert_folder)
+    with pytest.raises(ValueError, match="is not an MPO BERT config"):
+        MPOBertForMaskedLM.from_pretrained(bert_folder)
+    # the auto classes read it as the dense BERT it is
+    assert type(transformers.AutoModelForMaskedLM.from_pretrained(bert_folder)).__name__ == (
+        "BertForMaskedLM"
+    )
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    """Change settings in a ``config.json`` (flat, or the project's ``{"config": ...}``)."""
+    raw = json.loads((folder / "config.json").read_text())
+    (raw["config"] if "format_version" in raw else raw).update(changes)
+    (folder / "config.json").write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize("layout", ["project", "hf"])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"num_cores": 2}, r"has shape \(4, 4, 4, 16\).*num_cores=2.*gives \(16, 8, 8, 1\)"),
+        ({"bond_dim": 2}, r"has shape \(4, 4, 4, 16\).*bond_dim=2.*gives \(2, 4, 4, 2\)"),
+        ({"num_hidden_layers": 4}, r"num_hidden_layers=4.*: 34 missing \['encoder.layer.3"),
+        ({"num_hidden_layers": 2}, r"0 missing \[\], 34 unexpected \['bert.encoder.layer.2"),
+        ({"sharing": "none"}, r"sharing='none'.*18 missing.*6 unexpected \['bert.encoder.cen"),
+        ({"mpo_matrices": ["query"]}, r"mpo_matrices=\['query'\]\) gives: 15 missing"),
+        ({"adapter_size": 3}, r"adapter_down has shape \(2, 32\).*adapter_size=3"),
+        ({"hidden_size": 16}, r"embeddings.norm.bias has shape \(32,\).*hidden_size=16"),
+    ],
+)
+def test_config_that_does_not_match_the_weights_is_refused(tmp_path, layout, changes, message):
+    hf = _hf()
+    if layout == "project":
+        MPOBertForMaskedLM(tiny_config()).save_pretrained(tmp_path)
+    else:
+        config = hf.MPOBertHFConfig.from_mpobert_config(tiny_config())
+        hf.MPOBertHFForMaskedLM(config).save_pretrained(tmp_path)
+    _edit_config(tmp_path, **changes)
+    full = message + ".*the config does not match the weights"
+    for load in (
+        transformers.AutoModelForMaskedLM.from_pretrained,
+        transformers.AutoModelForSequenceClassification.from_pretrained,
+        hf.MPOBertHFForMaskedLM.from_pretrained,
+    ):
+        with pytest.raises(ValueError, match=full):
+            load(tmp_path)
+
+
+def test_settings_that_do_not_match_the_weights_are_refused(tmp_path):
     hf = _hf()
     config = hf.MPOBertHFConfig.from_mpobert_config(tiny_config())
-    hf.MPOBertHFForMaskedLM(config).save_pretrained(tmp_path / "hf")
-    raw = json.loads((tmp_path / "hf/config.json").read_text())
-    raw["bond_dim"] = 2
-    (tmp_path / "hf/config.json").write_text(json.dumps(raw))
-    with pytest.raises(ValueError, match=r"bond_dim=2.*the config does not match the weights"):
-        transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf")
     MPOBertForMaskedLM(tiny_config()).save_pretrained(tmp_path / "project")
     with pytest.raises(ValueError, match=r"num_cores=2.*the config does not match the weights"):
         transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "project", num_cores=2)
+    with pytest.raises(ValueError, match=r"bond_dim=2.*the config does not match the weights"):
+        hf.MPOBertHFForMaskedLM.from_pretrained(
+            tmp_path / "project",
+            config=hf.MPOBertHFConfig.from_mpobert_config(tiny_config(bond_dim=2)),
+        )
     with pytest.raises(ValueError, match="unknown sharing mode 'layers'"):
         hf.MPOBertHFConfig(sharing="layers")
     with pytest.raises(TypeError, match="config must be an MPOBertHFConfig, got BertConfig"):
@@ -399,6 +617,18 @@ def test_config_that_does_not_match_the_weights_is_refused(tmp_path):
         hf.MPOBertHFForMaskedLM(config, model=MPOBertForMaskedLM(tiny_config(bond_dim=2)))
     with pytest.raises(TypeError, match="model must be a MPOBertForMaskedLM, got MPOBertModel"):
         hf.MPOBertHFForMaskedLM(config, model=MPOBertModel(tiny_config()))
+
+
+def test_unsupported_forward_arguments_are_refused():
+    hf = _hf()
+    model = hf.MPOBertHFForMaskedLM(hf.MPOBertHFConfig.from_mpobert_config(tiny_config()))
+    ids = random_batch()[0]
+    # None (as transformers and PEFT pass them) is accepted
+    assert model(input_ids=ids, inputs_embeds=None, output_attentions=False).logits.ndim == 3
+    with pytest.raises(ValueError, match="inputs_embeds is not supported"):
+        model(input_ids=ids, inputs_embeds=torch.zeros(3, 11, 32))
+    with pytest.raises(ValueError, match="output_attentions must be None or False"):
+        model(input_ids=ids, output_attentions=True)
 
 
 def test_module_examples_run():
