@@ -598,6 +598,26 @@ def test_config_that_does_not_match_the_weights_is_refused(tmp_path, layout, cha
             load(tmp_path)
 
 
+def test_sharded_folder_is_checked_and_loads(tmp_path):
+    hf = _hf()
+    torch.manual_seed(6)
+    model = hf.MPOBertHFForMaskedLM(hf.MPOBertHFConfig.from_mpobert_config(tiny_config())).eval()
+    model.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert not (tmp_path / "model.safetensors").exists()
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    loaded = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path)
+    assert torch.equal(_logits(loaded, random_batch()), _logits(model, random_batch()))
+    _assert_shared(loaded, 3)
+    _edit_config(tmp_path, num_hidden_layers=2)
+    with pytest.raises(
+        ValueError, match=r"index.json: the stored encoder tensors .* 34 unexpected"
+    ):
+        transformers.AutoModelForMaskedLM.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors.index.json").write_text("{}")
+    with pytest.raises(ValueError, match="has no 'weight_map' object; expected a shard index"):
+        transformers.AutoModelForMaskedLM.from_pretrained(tmp_path)
+
+
 def test_settings_that_do_not_match_the_weights_are_refused(tmp_path):
     hf = _hf()
     config = hf.MPOBertHFConfig.from_mpobert_config(tiny_config())
