@@ -310,6 +310,12 @@ def _parser() -> _Parser:
         metavar="NAME",
         help="only these arms (e.g. mpo-L12); processes on disjoint arms can share one --out",
     )
+    st.add_argument(
+        "--phases",
+        nargs="+",
+        metavar="NAME",
+        help="main (the arms), stability, central-lr, init (default: all)",
+    )
     _add_device(st)
     st.add_argument("--quiet", "-q", action="store_true", help="no log")
     return p
@@ -737,6 +743,7 @@ def _run_study(args: argparse.Namespace) -> int:
         tasks=task_dirs,
         seeds=args.seeds,
         arms=args.arms,
+        phases=args.phases,
         device=args.device or "auto",
         builtin_corpus=builtin,
     )

@@ -14,7 +14,7 @@ import torch
 from tnlm_models import MPOBertConfig, MPOBertForMaskedLM, train
 from tnlm_models.cli import main
 from tnlm_models.study import build_arms, count_parameters, get_preset
-from tnlm_models.study.report import PLOTS
+from tnlm_models.study.report import PLOTS, STABILITY_PLOTS
 from tnlm_models.study.runner import RESULTS_FILE, read_results, run_study, task_spec
 from tnlm_models.train.config import TrainConfig
 
@@ -219,9 +219,21 @@ def test_smoke_study_end_to_end_skips_and_resumes(tmp_path: Path) -> None:
     assert steps[:3] == [4, 5, 6]  # dense-L2 pretrain resumed, not restarted
     arms = build_arms("smoke")
     done = [r for r in records if r.get("status") == "done"]
-    grid = get_preset("smoke").lr_grid
+    smoke = get_preset("smoke")
+    grid = smoke.lr_grid
     expected_runs = sum(len(grid) + 1 + (2 if a.family == "mpo" else 1) for a in arms)
-    assert len(done) == expected_runs
+    stability = len(smoke.stability_depths) * len(smoke.stability_schemes)
+    stability *= len(smoke.stability_learning_rates)
+    ablations = stability + len(smoke.central_lr_factors) + 1 + len(smoke.init_methods)
+    assert len(done) == expected_runs + ablations
+    assert {r["phase"] for r in done} == {
+        "lr-grid",
+        "pretrain",
+        "finetune",
+        "stability",
+        "central-lr",
+        "init",
+    }
     metrics = [r for r in records if "value" in r]
     assert metrics and all(math.isfinite(r["value"]) for r in metrics)
     for arm in arms:
@@ -249,7 +261,19 @@ def test_smoke_study_end_to_end_skips_and_resumes(tmp_path: Path) -> None:
             assert Path(r["run_dir"]).name == f"SST-2-{r['mode']}-s0"
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "## Pre-training" in report and "## Fine-tuning: SST-2, accuracy" in report
-    for name in PLOTS:
+    for title in (
+        "## Learning-rate grid",
+        "## Stability from scratch",
+        "## Central-tensor learning rate",
+        "## Initialisation from a pre-trained",
+    ):
+        assert title in report
+    stab = report.split("## Stability from scratch")[1].split("##")[0]
+    rows = [
+        line for line in stab.splitlines() if line.startswith("| 3 ") or line.startswith("| 6 ")
+    ]
+    assert len(rows) == stability and all("| - |" not in line for line in rows)  # norms logged
+    for name in PLOTS + STABILITY_PLOTS:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for line in (out / RESULTS_FILE).read_text(encoding="utf-8").splitlines():
         json.loads(line)
@@ -329,3 +353,31 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path: Path) 
     with pytest.raises(ValueError, match=r"holds files the trainer did not write"):
         _discard_start_without_checkpoint(run)
     assert (run / "notes.txt").read_text() == "mine" and (run / "metrics.jsonl").is_file()
+
+
+def test_phases_are_checked_and_select_what_runs(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"unknown phase\(s\) \['warmup'\]; expected names from main"
+    ):
+        run_study("smoke", tmp_path / "a", phases=["warmup"])
+    with pytest.raises(TypeError, match="phases must be a list of names"):
+        run_study("smoke", tmp_path / "a", phases="main")  # type: ignore[arg-type]
+    assert not (tmp_path / "a").exists()
+    text = _text(tmp_path / "corpus.txt", n=120)
+    out = tmp_path / "s"
+    records = run_study("smoke", out, pretrain_data=[text], phases=["central-lr"], device="cpu")
+    done = [r for r in records if r.get("status") == "done"]
+    assert [(r["phase"], r["variant"]) for r in done] == [
+        ("central-lr", "x1"),
+        ("central-lr", "x2"),
+    ]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["central-lr"]
+
+
+def test_cli_study_rejects_an_unknown_phase(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["study", "--preset", "smoke", "--out", str(tmp_path / "s"), "--phases", "nope"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown phase(s) ['nope']" in err

@@ -73,6 +73,19 @@ class Preset:
         steps (a whole schedule each); the arm's pre-training uses the one with the lowest
         validation loss (over ``learning_rates`` and ``pretrain``). Empty: no grid.
     lr_grid_steps : int
+    stability_depths, stability_schemes, stability_learning_rates, stability
+        The stable-initialisation comparison (``tnlm_models.study.experiments``): depths,
+        from-scratch ``init_scheme`` values, learning rates, and ``TrainConfig`` fields
+        over ``pretrain`` (``max_steps`` at least). No depths: not run.
+    central_lr_factors : tuple of float
+        The central-tensor learning-rate sweep (runs of ``ablation_steps`` steps).
+    ablation_steps : int
+        Steps of each central-lr and init run.
+    init_source_depth, init_source_steps : int
+        The dense BERT the init comparison converts (0 layers: not run), and its
+        pre-training steps.
+    init_methods : tuple of str
+        ``"clone"``, ``"fit"`` (``from_bert``) and ``"scratch"`` (the control).
     """
 
     name: str
@@ -93,6 +106,15 @@ class Preset:
     seeds: int = 1
     lr_grid: tuple[float, ...] = ()
     lr_grid_steps: int = 0
+    stability_depths: tuple[int, ...] = ()
+    stability_schemes: tuple[str, ...] = ("depth_scaled", "deepnorm")
+    stability_learning_rates: tuple[float, ...] = (1e-3,)
+    stability: dict[str, Any] = field(default_factory=dict)
+    central_lr_factors: tuple[float, ...] = ()
+    ablation_steps: int = 0
+    init_source_depth: int = 0
+    init_source_steps: int = 0
+    init_methods: tuple[str, ...] = ("clone", "fit", "scratch")
 
     def base_model(self) -> dict[str, Any]:
         """``MPOBertConfig`` fields common to every arm."""
@@ -144,6 +166,12 @@ PRESETS: dict[str, Preset] = {
         seeds=1,
         lr_grid=(1e-3, 2e-3),
         lr_grid_steps=2,
+        stability_depths=(3, 6),
+        stability={"max_steps": 2, "log_every": 1},
+        central_lr_factors=(1.0, 2.0),
+        ablation_steps=2,
+        init_source_depth=2,
+        init_source_steps=3,
     ),
     # a real study on two CPU cores, sized for about two hours from step times measured on
     # the quiet 2-core machine (batch 32 x 64 tokens, 1 thread: dense-L2 0.29 s, mpo-L6
@@ -186,6 +214,13 @@ PRESETS: dict[str, Preset] = {
         seeds=3,
         lr_grid=(5e-4, 1e-3, 2e-3),
         lr_grid_steps=100,
+        stability_depths=(24, 48, 96),
+        stability_learning_rates=(1e-3, 4e-3),
+        stability={"max_steps": 40, "batch_size": 16, "log_every": 2},
+        central_lr_factors=(0.5, 1.0, 2.0, 4.0),
+        ablation_steps=150,
+        init_source_depth=4,
+        init_source_steps=200,
     ),
     # BERT-base width for a GPU (untested on the project's machines)
     "gpu": Preset(

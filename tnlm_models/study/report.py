@@ -3,10 +3,13 @@
 Files written (each through a temporary file and a rename)::
 
     report.md                  arms and budgets; pre-training and fine-tuning tables with the
-                               mean and spread (sample standard deviation) over seeds
+                               mean and spread (sample standard deviation) over seeds; the
+                               learning-rate grid and the ablations when the study ran them
     valid_loss_vs_tokens.png   validation MLM loss against training tokens, one line per arm
     score_vs_parameters.png    each task's first GLUE metric against unique parameters
     score_vs_depth.png         the same against depth
+    stability_train_loss.png, stability_layer_grad_norms.png
+                               the stability runs' loss curves and per-layer gradient norms
 
 An existing file is replaced only when it is one of these names in the study folder.
 """
@@ -25,6 +28,8 @@ __all__ = ["PLOTS", "REPORT_FILE", "write_report"]
 
 REPORT_FILE = "report.md"
 PLOTS = ("valid_loss_vs_tokens.png", "score_vs_parameters.png", "score_vs_depth.png")
+#: written when the study ran the stable-initialisation comparison
+STABILITY_PLOTS = ("stability_train_loss.png", "stability_layer_grad_norms.png")
 
 
 def _mean_spread(values: Sequence[float]) -> str:
@@ -148,7 +153,22 @@ def write_report(out: str | os.PathLike) -> list[Path]:
                 f"{int(statistics.fmean(x['tokens'] for x in rs)):,} | "
                 f"{statistics.fmean(x['wall_s'] for x in rs):.1f} |"
             )
-    lines += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in PLOTS), ""]
+    records = read_results(root)
+    lines += _lr_grid_section(rows)
+    stability = _stability_runs(records, rows)
+    lines += _stability_section(stability)
+    lines += _ablation_section(
+        rows,
+        "central-lr",
+        "Central-tensor learning rate",
+        "central_lr_factor",
+        "central LR factor",
+    )
+    lines += _ablation_section(
+        rows, "init", "Initialisation from a pre-trained dense BERT", "variant", "start"
+    )
+    plots = PLOTS + (STABILITY_PLOTS if stability else ())
+    lines += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in plots), ""]
     written = [root / REPORT_FILE]
     _write_atomic(written[0], "\n".join(lines).encode("utf-8"))
 
@@ -189,4 +209,148 @@ def write_report(out: str | os.PathLike) -> list[Path]:
     ):
         _figure(root / name, draw)
         written.append(root / name)
+    if stability:
+        for name, draw in zip(STABILITY_PLOTS, _stability_plots(stability)):
+            _figure(root / name, draw)
+            written.append(root / name)
     return written
+
+
+# ---------------------------------------------------------------------------- ablations
+def _lr_grid_section(rows: list[dict[str, Any]]) -> list[str]:
+    grid = [r for r in rows if r["phase"] == "lr-grid" and r["metric"] == "loss"]
+    if not grid:
+        return []
+    rates = sorted({r["learning_rate"] for r in grid})
+    chosen = {
+        r["arm"]: r.get("learning_rate")
+        for r in rows
+        if r["phase"] == "pretrain" and r["metric"] == "loss"
+    }
+    out = [
+        "",
+        "## Learning-rate grid (validation MLM loss of short runs; * the rate pre-training used)",
+        "",
+        "| arm | " + " | ".join(f"{lr:g}" for lr in rates) + " |",
+        "|---|" + "---:|" * len(rates),
+    ]
+    for arm in dict.fromkeys(r["arm"] for r in grid):
+        cells = []
+        for lr in rates:
+            v = [r["value"] for r in grid if r["arm"] == arm and r["learning_rate"] == lr]
+            mark = "*" if chosen.get(arm) == lr else ""
+            cells.append(f"{v[0]:.4f}{mark}" if v else "diverged")
+        out.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _stability_runs(
+    records: list[dict[str, Any]], rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One dict per stability run: its settings, final loss, and logged curves."""
+    from ..train.plot import read_metrics
+
+    runs = []
+    for r in records:
+        if r.get("phase") != "stability" or r.get("status") != "done":
+            continue
+        run = {k: r.get(k) for k in ("depth", "init_scheme", "learning_rate", "diverged")}
+        valid = [
+            x["value"]
+            for x in rows
+            if x["phase"] == "stability"
+            and x["arm"] == r["arm"]
+            and x.get("variant") == r.get("variant")
+        ]
+        run["valid_loss"] = valid[0] if valid else math.nan
+        steps, losses, norms = [], [], []
+        run_dir = r.get("run_dir")
+        if run_dir:
+            try:
+                for m in read_metrics(Path(run_dir)):
+                    if m.get("split") == "train" and "layer_grad_norms" in m:
+                        steps.append(m["step"])
+                        losses.append(float(m["loss"]))
+                        norms.append([float(x) for x in m["layer_grad_norms"]])
+            except (OSError, ValueError):
+                pass
+        run.update(steps=steps, losses=losses, norms=norms)
+        runs.append(run)
+    return runs
+
+
+def _spread(norms: list[float]) -> float:
+    """max / min of the per-layer gradient norms (inf when a layer has none)."""
+    lo = min(norms)
+    return max(norms) / lo if lo > 0 else math.inf
+
+
+def _stability_section(runs: list[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return []
+    out = [
+        "",
+        "## Stability from scratch (per-layer gradient norms: max/min over layers)",
+        "",
+        "| depth | init_scheme | lr | first train loss | last train loss | valid MLM loss | "
+        "layer-norm spread, first step | last step | diverged |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in sorted(runs, key=lambda x: (x["learning_rate"], x["depth"], x["init_scheme"])):
+        first = f"{r['losses'][0]:.4f}" if r["losses"] else "-"
+        last = f"{r['losses'][-1]:.4f}" if r["losses"] else "-"
+        s0 = f"{_spread(r['norms'][0]):.2f}" if r["norms"] else "-"
+        s1 = f"{_spread(r['norms'][-1]):.2f}" if r["norms"] else "-"
+        out.append(
+            f"| {r['depth']} | {r['init_scheme']} | {r['learning_rate']:g} | {first} | {last} | "
+            f"{r['valid_loss']:.4f} | {s0} | {s1} | {'yes' if r['diverged'] else 'no'} |"
+        )
+    return out
+
+
+def _stability_plots(runs: list[dict[str, Any]]) -> tuple[Any, Any]:
+    def label(r: dict[str, Any]) -> str:
+        return f"L{r['depth']} {r['init_scheme']} lr {r['learning_rate']:g}"
+
+    def losses(ax: Any) -> None:
+        for r in runs:
+            if r["steps"]:
+                ax.plot(r["steps"], r["losses"], label=label(r))
+        ax.set_xlabel("step")
+        ax.set_ylabel("training MLM loss")
+
+    def norms(ax: Any) -> None:
+        for r in runs:
+            if r["norms"]:
+                ax.semilogy(range(len(r["norms"][0])), r["norms"][0], label=label(r))
+        ax.set_xlabel("layer")
+        ax.set_ylabel("gradient norm at the first logged step")
+
+    return losses, norms
+
+
+def _ablation_section(
+    rows: list[dict[str, Any]], phase: str, title: str, key: str, header: str
+) -> list[str]:
+    runs: dict[Any, dict[str, float]] = {}
+    info: dict[Any, dict[str, Any]] = {}
+    for r in rows:
+        if r["phase"] == phase:
+            runs.setdefault(r.get(key), {})[r["metric"]] = r["value"]
+            info.setdefault(r.get(key), r)
+    if not runs:
+        return []
+    out = [
+        "",
+        f"## {title}",
+        "",
+        f"| {header} | arm | tokens | valid MLM loss | valid MLM accuracy |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for k, m in runs.items():
+        r = info[k]
+        out.append(
+            f"| {k} | {r['arm']} | {r['tokens']:,} | {m.get('loss', math.nan):.4f} | "
+            f"{m.get('accuracy', math.nan):.4f} |"
+        )
+    return out

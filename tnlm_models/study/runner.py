@@ -225,7 +225,11 @@ def _train_run(
     data: Any,
     callbacks: Sequence[Callable[[dict[str, Any]], None]],
     device: str,
+    model: Any = None,
 ) -> Any:
+    """Train (or resume) one run of the study in ``run_dir``; ``model``: a model to train
+    instead of a new one from ``config`` (a converted one; a resumed run loads its
+    checkpoint over it)."""
     from ..train import train
 
     resume = _has_checkpoint(run_dir)
@@ -234,7 +238,7 @@ def _train_run(
     elif run_dir.exists():
         _discard_start_without_checkpoint(run_dir)
     return train(
-        None,
+        model,
         data,
         {**config, "output_dir": str(run_dir), "resume": resume, "device": device},
         callbacks=callbacks,
@@ -402,6 +406,7 @@ def run_study(
     callbacks: Sequence[Callable[[dict[str, Any]], None]] = (),
     report: bool = True,
     builtin_corpus: bool = False,
+    phases: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or continue) a study: pre-train every arm, fine-tune it per task, mode and seed.
 
@@ -425,6 +430,12 @@ def run_study(
         Passed to every ``train`` call (called after each optimizer step).
     report : bool
         Write ``report.md`` and the plots at the end.
+    phases : list of str, optional
+        What to run: ``"main"`` (the arms' pre-training and fine-tuning) and the ablations
+        of ``tnlm_models.study.experiments.EXPERIMENTS`` (``"stability"``,
+        ``"central-lr"``, ``"init"``); default all, in the order pre-training, ablations,
+        fine-tuning. A process running only the ablations can share the folder with
+        processes running disjoint ``arms``.
     builtin_corpus : bool
         Also pre-train on the built-in corpus (``tnlm_models.data.default_corpus``), written
         once to ``out/builtin-corpus.txt``, one paragraph per line.
@@ -452,6 +463,18 @@ def run_study(
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"task folders must have distinct names, got {names}")
+    from .experiments import EXPERIMENTS, run_central_lr, run_init, run_stability
+
+    known_phases = ("main", *EXPERIMENTS)
+    if phases is None:
+        phases = known_phases
+    if isinstance(phases, str) or not all(isinstance(x, str) for x in phases):
+        raise TypeError(f"phases must be a list of names, got {phases!r}")
+    unknown_phases = [x for x in phases if x not in known_phases]
+    if unknown_phases:
+        raise ValueError(
+            f"unknown phase(s) {unknown_phases}; expected names from {', '.join(known_phases)}"
+        )
     all_arms = build_arms(p)
     chosen: list[Arm] = all_arms
     if arms is not None:
@@ -472,8 +495,9 @@ def run_study(
     }
     ctx = _Context(root, p, done, callbacks, device)
 
+    main = "main" in phases
     # 1. pre-training: every arm, after its learning-rate grid
-    for arm in chosen:
+    for arm in chosen if main else []:
         base = _base(p, arm)
         lr = _lr_grid(ctx, arm, base, data_pre) if p.lr_grid else None
         pre_dir = root / arm.name / "pretrain"
@@ -485,8 +509,14 @@ def run_study(
             recs = _records(info, result, pre_dir, ("loss", "accuracy"), cfg)
             ctx.finish(recs, {**info, "status": "done"})
 
-    # 2. fine-tuning, seed by seed (so a study stopped early has every arm at equal seeds)
-    for seed in range(seeds):
+    # 2. the ablations
+    runners = {"stability": run_stability, "central-lr": run_central_lr, "init": run_init}
+    for name in EXPERIMENTS:
+        if name in phases:
+            runners[name](ctx, all_arms, data_pre)
+
+    # 3. fine-tuning, seed by seed (so a study stopped early has every arm at equal seeds)
+    for seed in range(seeds if main else 0):
         for arm in chosen:
             base = _base(p, arm)
             pre_dir = root / arm.name / "pretrain"

@@ -515,7 +515,7 @@ def _train(
                 loss_sum += out.loss.detach().double().cpu() * counts[m]
             layer_norms = None
             if cfg.log_layer_grad_norms and cfg.log_every and (step + 1) % cfg.log_every == 0:
-                layer_norms = model.bert.encoder.layer_gradient_norms()
+                layer_norms = cast(Any, model).bert.encoder.layer_gradient_norms()
             if cfg.max_grad_norm > 0:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
             else:
