@@ -26,8 +26,11 @@ __all__ = [
     "INIT_SCHEMES",
     "FORWARD_MODES",
     "HIDDEN_ACTS",
+    "FACTORIZATION_RULES",
+    "PAPER_FACTORIZATIONS",
     "auto_factorize",
     "check_factorization",
+    "rule_factorize",
 ]
 
 #: The six matrices of a transformer layer, in the order they are applied.
@@ -91,6 +94,42 @@ def auto_factorize(dim: int, n: int) -> tuple[int, ...]:
     import tnlm
 
     return tuple(int(f) for f in tnlm.factorize(dim, n))
+
+
+#: The official MPOBERT code's factorisations (5 cores), largest factors mid-chain; used
+#: by ``factorization_rule="paper"`` for these dimensions.
+PAPER_FACTORIZATIONS: dict[int, tuple[int, ...]] = {
+    768: (4, 4, 4, 4, 3),
+    1024: (4, 4, 4, 4, 4),
+    2048: (4, 4, 8, 4, 4),
+    2304: (4, 4, 8, 6, 3),
+    3072: (4, 4, 8, 6, 4),
+    4096: (4, 4, 8, 8, 4),
+}
+#: How dimensions without explicit ``factorizations`` are split (see ``rule_factorize``).
+FACTORIZATION_RULES: tuple[str, ...] = ("paper", "balanced")
+
+
+def rule_factorize(dim: int, n: int, rule: str = "paper") -> tuple[int, ...]:
+    """The factorisation of ``dim`` into ``n`` factors under ``rule``.
+
+    ``"paper"``: the official MPOBERT table (:data:`PAPER_FACTORIZATIONS`) when ``n == 5``
+    and ``dim`` is in it, else :func:`auto_factorize`. ``"balanced"``: always
+    :func:`auto_factorize` (tnlm's most balanced split; the rule of checkpoints written
+    before the table was the default).
+
+    Examples
+    --------
+    >>> rule_factorize(768, 5), rule_factorize(768, 5, "balanced"), rule_factorize(768, 3)
+    ((4, 4, 4, 4, 3), (3, 4, 4, 4, 4), (8, 12, 8))
+    """
+    if rule not in FACTORIZATION_RULES:
+        raise ValueError(
+            f"unknown factorization_rule {rule!r}; expected one of {', '.join(FACTORIZATION_RULES)}"
+        )
+    if rule == "paper" and n == 5 and dim in PAPER_FACTORIZATIONS:
+        return PAPER_FACTORIZATIONS[dim]
+    return auto_factorize(dim, n)
 
 
 def _int_factors(dims: Any, what: str) -> tuple[int, ...]:
@@ -208,8 +247,14 @@ class MPOBertConfig:
         Cores per MPO matrix.
     factorizations : dict, optional
         ``{matrix_name: (out_dims, in_dims)}`` for any of ``MATRIX_NAMES``; matrices not
-        named use ``auto_factorize(dim, num_cores)`` for each side. ``out_dims`` factor the
+        named use ``rule_factorize(dim, num_cores, factorization_rule)`` for each side. ``out_dims`` factor the
         rows of the ``nn.Linear`` weight (``out_features``), ``in_dims`` its columns.
+    factorization_rule : {"paper", "balanced"}, default "paper"
+        The official code's table for 768, 1024, 2048, 2304, 3072 and 4096 at 5 cores
+        (balanced elsewhere), or tnlm's balanced split everywhere. At 48 layers, hidden 768
+        and adapter rank 8 the table gives 68,246,778 unique parameters against 71,687,418
+        (the paper reports 68.2M). Configs read from files written before this field existed
+        get ``"balanced"``, the rule they were written with.
     bond_dim : int, optional
         Cap on every bond; ``None`` keeps the full (exact) rank.
     mpo_matrices : sequence of str
@@ -244,6 +289,7 @@ class MPOBertConfig:
     # MPO settings
     num_cores: int = 5
     factorizations: dict[str, Any] = field(default_factory=dict)
+    factorization_rule: str = "paper"
     bond_dim: int | None = None
     mpo_matrices: tuple[str, ...] = MATRIX_NAMES
     sharing: str = "central"
@@ -277,6 +323,7 @@ class MPOBertConfig:
             ("sharing mode", self.sharing, SHARING_MODES),
             ("init_scheme", self.init_scheme, INIT_SCHEMES),
             ("forward_mode", self.forward_mode, FORWARD_MODES),
+            ("factorization_rule", self.factorization_rule, FACTORIZATION_RULES),
         ):
             if value not in options:
                 raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(options)}")
@@ -310,14 +357,14 @@ class MPOBertConfig:
     def _check_auto_factorization(self, m: str) -> None:
         """``num_cores`` must give every core of matrix ``m`` a leg larger than one."""
         out_f, in_f = self.matrix_shape(m)
-        n = self.num_cores
-        out_dims, in_dims = auto_factorize(out_f, n), auto_factorize(in_f, n)
+        n, rule = self.num_cores, self.factorization_rule
+        out_dims, in_dims = rule_factorize(out_f, n, rule), rule_factorize(in_f, n, rule)
         if not _trivial_cores(out_dims, in_dims):
             return
         fits = [
             k
             for k in range(1, n)
-            if not _trivial_cores(auto_factorize(out_f, k), auto_factorize(in_f, k))
+            if not _trivial_cores(rule_factorize(out_f, k, rule), rule_factorize(in_f, k, rule))
         ]
         limit = max(fits)
         raise ValueError(
@@ -357,7 +404,8 @@ class MPOBertConfig:
         if name in self.factorizations:
             return self.factorizations[name]
         out_f, in_f = self.matrix_shape(name)
-        return auto_factorize(out_f, self.num_cores), auto_factorize(in_f, self.num_cores)
+        n, rule = self.num_cores, self.factorization_rule
+        return rule_factorize(out_f, n, rule), rule_factorize(in_f, n, rule)
 
     def is_mpo(self, name: str) -> bool:
         """Whether matrix ``name`` is an MPO in this configuration."""

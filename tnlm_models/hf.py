@@ -128,6 +128,7 @@ class MPOBertHFConfig(PretrainedConfig):
     embedding_size: int | None = None
     num_cores: int = 5
     factorizations: dict | None = None
+    factorization_rule: str = "paper"
     bond_dim: int | None = None
     mpo_matrices: list | tuple | None = None
     sharing: str = "central"
@@ -179,6 +180,8 @@ class MPOBertHFConfig(PretrainedConfig):
             )
         if "format_version" in config_dict and isinstance(config_dict.get("config"), dict):
             config_dict = _flat_config(config_dict)
+        # a saved config without factorization_rule predates the paper's table
+        config_dict = {"factorization_rule": "balanced", **config_dict}
         return super().from_dict(dict(config_dict), **kwargs)
 
 

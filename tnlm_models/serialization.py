@@ -122,7 +122,13 @@ def _read_config(directory: Path) -> tuple[str, MPOBertConfig]:
     raw = read_json_object(path)
     if not isinstance(raw.get("config"), dict):
         raise ValueError(f"{path} is not an MPO BERT config (no 'config' entry)")
-    return str(raw.get("architecture", "")), MPOBertConfig.from_dict(raw["config"])
+    return str(raw.get("architecture", "")), MPOBertConfig.from_dict(legacy_config(raw["config"]))
+
+
+def legacy_config(fields: dict[str, Any]) -> dict[str, Any]:
+    """Config fields read from a file, with the defaults it was written under: a file
+    without ``factorization_rule`` predates the paper's table and used ``"balanced"``."""
+    return {"factorization_rule": "balanced", **fields}
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -77,3 +78,65 @@ def test_from_dict_unknown_key_lists_valid():
         ValueError, match=r"unknown MPOBertConfig keys \['hidden_sise'\].*hidden_size"
     ):
         MPOBertConfig.from_dict(d)
+
+
+def test_paper_factorization_table_is_the_default_for_its_dimensions():
+    from tnlm_models.config import PAPER_FACTORIZATIONS, rule_factorize
+
+    expected = {
+        768: (4, 4, 4, 4, 3),
+        3072: (4, 4, 8, 6, 4),
+        1024: (4, 4, 4, 4, 4),
+        4096: (4, 4, 8, 8, 4),
+        2048: (4, 4, 8, 4, 4),
+        2304: (4, 4, 8, 6, 3),
+    }
+    assert PAPER_FACTORIZATIONS == expected
+    for dim, dims in expected.items():
+        assert rule_factorize(dim, 5) == dims
+        assert math.prod(dims) == dim
+    assert rule_factorize(768, 5, "balanced") == (3, 4, 4, 4, 4)
+    assert rule_factorize(768, 4) == auto_factorize(768, 4)  # the table is for 5 cores
+    assert rule_factorize(640, 5) == auto_factorize(640, 5)  # and for its dimensions
+    cfg = MPOBertConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12)
+    assert cfg.factorization("intermediate") == ((4, 4, 8, 6, 4), (4, 4, 4, 4, 3))
+    old = cfg.replace(factorization_rule="balanced")
+    assert old.factorization("query") == ((3, 4, 4, 4, 4), (3, 4, 4, 4, 4))
+    with pytest.raises(ValueError, match="unknown factorization_rule 'tt'; expected one of paper"):
+        MPOBertConfig(factorization_rule="tt")
+    with pytest.raises(ValueError, match="unknown factorization_rule 'tt'; expected one of paper"):
+        rule_factorize(768, 5, "tt")
+
+
+def test_config_files_without_factorization_rule_load_as_balanced(tmp_path):
+    """A model saved before the paper's table was the default keeps its shapes."""
+    import json
+
+    import torch
+
+    from tnlm_models import MPOBertForMaskedLM
+
+    cfg = MPOBertConfig(
+        hidden_size=768,
+        intermediate_size=768,
+        num_attention_heads=12,
+        num_hidden_layers=1,
+        vocab_size=50,
+        num_cores=5,
+        factorization_rule="balanced",
+        adapter_size=0,
+        max_position_embeddings=16,
+        mpo_matrices=("query",),
+    )
+    torch.manual_seed(0)
+    model = MPOBertForMaskedLM(cfg)
+    model.save_pretrained(tmp_path / "old")
+    path = tmp_path / "old" / "config.json"
+    raw = json.loads(path.read_text())
+    del raw["config"]["factorization_rule"]  # as written before the field existed
+    path.write_text(json.dumps(raw))
+    loaded = MPOBertForMaskedLM.from_pretrained(tmp_path / "old")
+    assert loaded.config.factorization_rule == "balanced"
+    assert loaded.config.factorization("query")[0] == (3, 4, 4, 4, 4)
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)

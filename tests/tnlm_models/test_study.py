@@ -381,3 +381,53 @@ def test_cli_study_rejects_an_unknown_phase(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown phase(s) ['nope']" in err
+
+
+def _mrpc(folder: Path, seed: int = 0) -> Path:
+    """A GLUE MRPC-style folder (Quality, ids, two strings), a layout the study has no code for."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.tsv", 48), ("dev.tsv", 16)):
+        rows = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
+        for i in range(n):
+            y = rng.randint(0, 1)
+            a = " ".join(rng.choice(WORDS) for _ in range(6))
+            b = a if y else " ".join(rng.choice(WORDS) for _ in range(6))
+            rows.append(f"{y}\t{i}\t{i + 1000}\t{a}\t{b}")
+        (folder / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_task_specs_follow_glue_layouts_and_metrics(tmp_path: Path) -> None:
+    mrpc = task_spec(_mrpc(tmp_path / "MRPC"))
+    assert (mrpc.layout, mrpc.metrics, mrpc.regression) == ("mrpc", ("f1", "accuracy"), False)
+    sst = task_spec(_sst(tmp_path / "SST-2"))
+    assert (sst.layout, sst.metrics) == ("sst-2", ("accuracy",))
+    mnli = tmp_path / "MNLI"
+    mnli.mkdir()
+    header = "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2\tlabel1\tgold_label\n"
+    row = "0\t1\t2\tfiction\ta b\tc d\tneutral\tneutral\n"
+    (mnli / "train.tsv").write_text(header + row * 3, encoding="utf-8")
+    (mnli / "dev_matched.tsv").write_text(header + row, encoding="utf-8")
+    spec = task_spec(mnli)
+    assert (spec.layout, spec.dev.name, spec.metrics) == ("mnli", "dev_matched.tsv", ("accuracy",))
+
+
+def test_study_fine_tunes_a_task_layout_it_has_no_code_for(tmp_path: Path) -> None:
+    """An MRPC-format folder: sentence pairs, F1 and accuracy reported as GLUE does."""
+    text = _text(tmp_path / "corpus.txt", n=120)
+    task = _mrpc(tmp_path / "MRPC")
+    records = run_study(
+        "smoke",
+        tmp_path / "s",
+        pretrain_data=[text],
+        tasks=[task],
+        arms=["dense-L2"],
+        phases=["main"],
+        device="cpu",
+    )
+    fine = [r for r in records if r.get("phase") == "finetune" and "value" in r]
+    assert sorted(r["metric"] for r in fine) == ["accuracy", "f1"]
+    assert all(0.0 <= r["value"] <= 1.0 and r["task"] == "MRPC" for r in fine)
+    report = (tmp_path / "s" / "report.md").read_text(encoding="utf-8")
+    assert "## Fine-tuning: MRPC, f1" in report and "## Fine-tuning: MRPC, accuracy" in report
