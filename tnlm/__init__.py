@@ -8,6 +8,7 @@ Users import from here::
 
 from __future__ import annotations
 
+from .backend.threads import blas_threads_unchanged
 from .contract import PATH_OPTIMIZERS, ContractionCost, clear_plan_cache, contract, contract_cost
 from .decompose import mpo_decompose, tt_decompose
 from .factorize import factorize
@@ -32,5 +33,6 @@ __all__ = [
     "PATH_OPTIMIZERS",
     "SVD_METHODS",
     "APPLY_METHODS",
+    "blas_threads_unchanged",
 ]
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend as B
+from . import backend as B
 from ._types import Array, BondDim
 
 __all__ = [

@@ -20,7 +20,7 @@ import autoray as ar
 import numpy as np
 import opt_einsum as oe
 
-from . import _backend as B
+from . import backend as B
 from ._types import Array
 from .contract import contract
 from .truncation import BondTruncation, TruncationReport, split_route, truncated_split
@@ -161,10 +161,17 @@ def tt_svd(
     report : TruncationReport
     """
     cols = [1] * len(dims) if col_dims is None else [int(j) for j in col_dims]
-    with B.blas_threads_for(t):
+    method = _method_for(t, method)
+    with B.blas_threads_for(B.uses_process_blas(t), math.prod(int(d) for d in t.shape)):
         return _tt_svd_sweep(
             t, [int(i) for i in dims], cols, caps, tol, method, seed, norm, reserve
         )
+
+
+def _method_for(x: Array, method: str) -> str:
+    """``method``, except that "auto" becomes "svd" on a backend without double precision
+    (jax without x64): the Gram route's accuracy rests on a double-precision Gram matrix."""
+    return "svd" if method == "auto" and not B.has_double(x) else method
 
 
 def _unfolding(c: Array, r: int, ia: int, ja: int) -> Array:
@@ -413,17 +420,11 @@ def tt_inner(a: Sequence[Array], b: Sequence[Array]) -> Array:
 
         E_k = E_{k-1} . conj(a_k) . b_k      cost O(n d r^3)
     """
-    conj_first = [x.conj() if _is_complex(x) else x for x in a]
+    conj_first = [x.conj() if B.is_complex(x) else x for x in a]
     env = contract("xdy,xdz->yz", conj_first[0], b[0])  # (ra_1, rb_1)
     for x, y in zip(conj_first[1:], b[1:]):
         env = contract("ab,adc,bde->ce", env, x, y)  # (ra_k, rb_k)
     return env[0, 0]
-
-
-def _is_complex(x: Array) -> bool:
-    if B.is_torch(x):
-        return bool(x.dtype.is_complex)
-    return x.dtype.kind == "c"
 
 
 def tt_orthogonalize(cores: Sequence[Array], center: int) -> list[Array]:
@@ -450,7 +451,7 @@ def tt_orthogonalize(cores: Sequence[Array], center: int) -> list[Array]:
 
 
 def _herm(x: Array) -> Array:
-    return x.conj().T if _is_complex(x) else x.T
+    return x.conj().T if B.is_complex(x) else x.T
 
 
 def tt_norm(cores: Sequence[Array]) -> Array:
@@ -475,6 +476,7 @@ def tt_round(
     same caps and tolerance, at cost O(n d r^3) instead of O(prod d).
     """
     n = len(cores)
+    method = _method_for(cores[0], method)
     # truncation squares singular values: cores of extreme magnitude are balanced by exact
     # powers of two first, and the scale restored on the last core and in the report
     balanced, e = _balance(cores)

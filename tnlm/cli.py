@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from . import _backend as B
+from . import backend as B
 from .decompose import mpo_decompose
 from .mpo import MPO
 from .truncation import SVD_METHODS

@@ -8,7 +8,7 @@ from typing import Any
 
 import autoray as ar
 
-from . import _backend as B
+from . import backend as B
 from ._checks import check_array, check_bond_dims, check_dims, check_tol
 from ._tt_ops import rounding_allowance, tt_svd, warn_if_tol_unmet
 from ._types import Array, BondDim, MatrixShape
@@ -54,16 +54,16 @@ def resolve_matrix_shape(shape: MatrixShape, rows: int, cols: int) -> tuple[tupl
 
 def _compute_view(x: Array) -> tuple[Array, Any]:
     """``x`` in its compute dtype (half precision runs in float32) and the dtype to return."""
-    cdt = B.compute_dtype_of(x)
-    if cdt == x.dtype:
+    name = B.compute_dtype_name(x)
+    if name == B.dtype_name(x):
         return x, None
-    return (x.to(cdt) if B.is_torch(x) else x.astype(cdt)), x.dtype
+    return B.astype(x, name), B.dtype_name(x)
 
 
-def _cast_back(cores: list[Array], dtype: Any) -> list[Array]:
+def _cast_back(cores: list[Array], dtype: str | None) -> list[Array]:
     if dtype is None:
         return cores
-    return [c.to(dtype) if B.is_torch(c) else c.astype(dtype) for c in cores]
+    return [B.astype(c, dtype) for c in cores]
 
 
 def mpo_decompose(

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend as B
+from . import backend as B
 from .mpo import MPO, TensorTrain
 from .truncation import BondTruncation, TruncationReport
 
 __all__ = ["save", "load"]
 
 _FORMAT = "tnlm-train/1"
-_BACKENDS = ("numpy", "torch")
+_BACKENDS = B.HOST_BYTES_BACKENDS
 _CLASSES = ("MPO", "TensorTrain")
 #: What numpy cannot read from a damaged archive raises (besides ValueError and OSError).
 _READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
@@ -31,31 +31,11 @@ _READ_ERRORS = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zli
 
 def _pack(x: Any) -> tuple[np.ndarray, str]:
     """Raw bytes of ``x`` as a numpy array, and the dtype name to restore it."""
-    name = B.dtype_name(x)
-    if B.is_torch(x):
-        import torch
-
-        # resolve lazy conjugate/negative views (MPO.H) first: they have no numpy form
-        t = x.detach().cpu().resolve_conj().resolve_neg().contiguous()
-        if t.dtype == torch.bfloat16:
-            return t.view(torch.int16).numpy(), name
-        return t.numpy(), name
-    return np.asarray(x), name
+    return B.to_host_bytes(x), B.dtype_name(x)
 
 
 def _unpack(a: np.ndarray, dtype: str, backend: str, device: Any) -> Any:
-    if backend == "torch":
-        import torch
-
-        if dtype == "bfloat16":
-            return torch.from_numpy(a.copy()).view(torch.bfloat16).to(device)
-        return torch.from_numpy(a.copy()).to(device)
-    if dtype == "bfloat16":
-        raise ValueError(
-            "the file holds bfloat16 cores, which numpy cannot represent; load them with "
-            "backend='torch'"
-        )
-    return a.copy()
+    return B.from_host_bytes(a, dtype, backend, device)
 
 
 def _fspath(path: Any) -> str:
@@ -240,7 +220,7 @@ def load(
     ----------
     path : str or path-like
         The file (``.npz`` is appended if ``path`` does not exist but ``path.npz`` does).
-    backend : {"numpy", "torch"}, optional
+    backend : {"numpy", "torch", "jax"}, optional
         Backend of the returned cores; defaults to the one the object was saved from.
     device : optional
         torch device for the cores (default CPU); any other device with numpy cores raises
@@ -258,7 +238,7 @@ def load(
         ``path`` is not a str or path-like.
     """
     if backend is not None and backend not in _BACKENDS:
-        raise ValueError(f"backend must be 'numpy' or 'torch' (or None); got {backend!r}")
+        raise ValueError(f"backend must be 'numpy', 'torch' or 'jax' (or None); got {backend!r}")
     if backend == "numpy" and device is not None and str(device) != "cpu":
         raise ValueError(f"device={device!r} needs backend='torch'; numpy arrays live on the CPU")
     path = _resolve_path(path)
@@ -285,9 +265,9 @@ def _read(z: _Archive, backend: str | None, device: Any) -> MPO | TensorTrain:
     cls_name = z.field(meta, "class", str, "'MPO' or 'TensorTrain'")
     if cls_name not in _CLASSES:
         raise z.fail(f"metadata 'class' is {cls_name!r}; expected 'MPO' or 'TensorTrain'")
-    saved_backend = z.field(meta, "backend", str, "'numpy' or 'torch'")
+    saved_backend = z.field(meta, "backend", str, "'numpy', 'torch' or 'jax'")
     if saved_backend not in _BACKENDS:
-        raise z.fail(f"metadata 'backend' is {saved_backend!r}; expected 'numpy' or 'torch'")
+        raise z.fail(f"metadata 'backend' is {saved_backend!r}; expected 'numpy', 'torch' or 'jax'")
     be = backend or saved_backend
     if be == "numpy" and device is not None and str(device) != "cpu":
         raise ValueError(

@@ -16,8 +16,8 @@ import autoray as ar
 import numpy as np
 import opt_einsum as oe
 
-from . import _backend as B
 from . import _tt_ops as T
+from . import backend as B
 from ._checks import check_array_type, check_bond_dims, check_int, check_tol
 from ._types import Array, BondDim
 from .contract import contract, contract_cost
@@ -27,6 +27,9 @@ __all__ = ["TensorTrain", "MPO", "APPLY_METHODS", "CORES_FLOP_WEIGHT"]
 
 #: Names accepted by ``MPO.apply(method=...)``.
 APPLY_METHODS = ("auto", "dense", "cores")
+
+#: Dtype name prefixes a scalar factor may have (bool, integers, floats, complex).
+_NUMERIC_DTYPES = ("bool", "int", "uint", "float", "bfloat", "complex")
 
 
 #: "auto" in ``MPO.apply`` contracts through the cores only when that path's FLOP count times
@@ -217,7 +220,7 @@ class _TrainBase:
                 f"{op} got a 0-d {B.backend_name(alpha)} array for a {self.backend} "
                 f"{type(self).__name__}; expected a Python number or a 0-d {self.backend} array"
             )
-        if not B.is_torch(alpha) and np.dtype(alpha.dtype).kind not in "biufc":
+        if not B.dtype_name(alpha).startswith(_NUMERIC_DTYPES):
             raise TypeError(
                 f"{op} takes a numeric scalar; got a 0-d array of dtype {B.dtype_name(alpha)}"
             )
@@ -326,7 +329,7 @@ class _TrainBase:
 
     def copy(self) -> Any:
         return self._from_merged(
-            [ar.do("copy", c) if not B.is_torch(c) else c.clone() for c in self._merged()],
+            [B.copy(c) for c in self._merged()],
             self.report,
         )
 

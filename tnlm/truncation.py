@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend as B
+from . import backend as B
 from ._types import Array
 
 __all__ = [
@@ -150,7 +150,7 @@ def _exact(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[A
 
 
 def _herm(x: Array) -> Array:
-    return x.conj().T if _is_complex(x) else x.T
+    return x.conj().T if B.is_complex(x) else x.T
 
 
 def _small_svd_of_wide(b: Array) -> tuple[Array, Array, Array]:
@@ -222,7 +222,7 @@ def _gram(
     u = B.cast_like(v[:, :r], c)  # (m, r)
     with B.threads_for(2.0 * r * m * n):
         rest = _herm(u) @ c  # (r, n) = diag(s) vh
-    u, rest = B._fix_signs(u, rest)  # noqa: SLF001 -- the convention of B.svd
+    u, rest = B.fix_signs(u, rest)  # the convention of B.svd
     eps = B.real_dtype_eps(c)
     double = eps <= _EPS64
     kept2 = B.row_sq_norms(rest) if double else w[:r]
@@ -275,7 +275,7 @@ def _randomized_parts(c: Array, cap: int, seed: int) -> tuple[Array, Array, Arra
     ub, s2, p = _small_svd_of_wide(b)  # ub (ell, ell), p = ub^H b, in double precision
     u = q @ B.cast_like(ub[:, :k], q)  # (m, k)
     rest = B.cast_like(p[:k], c)  # (k, n) = u^H c = diag(s) vh
-    u, rest = B._fix_signs(u, rest)  # noqa: SLF001 -- same convention as the exact path
+    u, rest = B.fix_signs(u, rest)  # same convention as the exact path
     s = B.like_real(np.sqrt(np.maximum(s2[:k], 0.0)), c)
     return u, s, rest, math.sqrt(B.residual_sq_norm(c, u, rest))
 
@@ -288,13 +288,7 @@ def _randomized_split(c: Array, cap: int | None, delta: float | None, seed: int)
     return u, s, rest, err, None, "rsvd"
 
 
-def _is_complex(x: Array) -> bool:
-    if B.is_torch(x):
-        return bool(x.dtype.is_complex)
-    return x.dtype.kind == "c"
-
-
-def _rsvd_pays(m: int, n: int, cap: int, c: Array | None) -> bool:
+def _rsvd_pays(m: int, n: int, cap: int) -> bool:
     """Whether the randomized SVD is expected to be faster than the exact route for an
     m x n unfolding with rank cap ``cap``.
 
@@ -306,7 +300,6 @@ def _rsvd_pays(m: int, n: int, cap: int, c: Array | None) -> bool:
     unfolding of those matrices (e.g. 256 x 65536, cap 64: 0.5-0.7 s vs 1.8-3.5 s on one
     thread), the randomized SVD wins on the tall ones (4096 x 1024, cap 64: 0.19 s vs 1.4 s).
     """
-    _ = c
     small = min(m, n)
     k = min(cap, small)
     ell = min(k + RSVD_OVERSAMPLE, small)
@@ -333,7 +326,7 @@ def split_route(m: int, n: int, cap: int | None, delta: float | None, method: st
         return "svd"
     if method == "rsvd":
         return "rsvd" if cap is not None and delta is None else "svd"
-    if cap is not None and delta is None and cap < min(m, n) and _rsvd_pays(m, n, cap, None):
+    if cap is not None and delta is None and cap < min(m, n) and _rsvd_pays(m, n, cap):
         return "rsvd"
     if m <= n:
         return "identity" if delta is None and (cap is None or cap >= m) else "gram"

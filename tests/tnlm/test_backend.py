@@ -1,4 +1,4 @@
-"""The double-precision helpers of tnlm._backend (Gram matrix, norms, residual, LU basis)
+"""The double-precision helpers of tnlm.backend (Gram matrix, norms, residual, LU basis)
 against numpy oracles, on numpy and torch."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tnlm import _backend as B
+from tnlm import backend as B
 
 
 def _data(tn, backend, dtype, m, n, seed):

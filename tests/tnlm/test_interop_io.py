@@ -155,5 +155,5 @@ def test_load_rejects_foreign_files(tmp_path):
         tnlm.save(np.ones(3), tmp_path / "y.npz")
     mpo = tnlm.MPO([np.ones((1, 2, 2, 1))])
     tnlm.save(mpo, tmp_path / "z.npz")
-    with pytest.raises(ValueError, match="backend must be 'numpy' or 'torch'"):
-        tnlm.load(tmp_path / "z.npz", backend="jax")
+    with pytest.raises(ValueError, match="backend must be 'numpy', 'torch' or 'jax'"):
+        tnlm.load(tmp_path / "z.npz", backend="mxnet")

@@ -158,7 +158,7 @@ def test_torch_svd_fallback_takes_conjugate_views(monkeypatch):
     """The LAPACK fallback of the torch SVD goes through numpy: a lazy conjugate (an
     ``MPO.H`` core) must be resolved on the way."""
     torch = pytest.importorskip("torch")
-    from tnlm import _backend
+    from tnlm.backend import dispatch
 
     rng = np.random.default_rng(3)
     x = torch.as_tensor(rng.standard_normal((4, 3)) + 1j * rng.standard_normal((4, 3)))
@@ -170,7 +170,7 @@ def test_torch_svd_fallback_takes_conjugate_views(monkeypatch):
         return real_svd(a, *args, **kwargs)
 
     monkeypatch.setattr(torch.linalg, "svd", failing_svd)
-    u, s, vh = _backend._svd_torch(x.conj())
+    u, s, vh = dispatch._torch_svd(x.conj())
     rebuilt = (u * s[None, :]) @ vh
     eps = np.finfo(np.float64).eps
     assert np.allclose(rebuilt.numpy(), x.numpy().conj(), rtol=0, atol=50 * eps * 4)
@@ -580,7 +580,11 @@ def _with(meta, path_keys, value):
         (("class",), "Tensor", "metadata 'class' is 'Tensor'; expected 'MPO' or 'TensorTrain'"),
         (("class",), KeyError, "metadata has no 'class' entry"),
         (("class",), 3, "metadata 'class' is 3; expected 'MPO' or 'TensorTrain'"),
-        (("backend",), "jax", "metadata 'backend' is 'jax'; expected 'numpy' or 'torch'"),
+        (
+            ("backend",),
+            "mxnet",
+            "metadata 'backend' is 'mxnet'; expected 'numpy', 'torch' or 'jax'",
+        ),
         (("dtypes",), "float64", "metadata 'dtypes' is 'float64'; expected a list of dtype names"),
         (("dtypes",), [], r"metadata 'dtypes' is \[\]; expected a non-empty list of dtype names"),
         (("dtypes",), ["float64", 5], r"metadata 'dtypes' is \['float64', 5\]; expected a non"),
@@ -689,9 +693,9 @@ def test_load_what_is_not_a_tnlm_archive(tmp_path, saved):
     with pytest.raises(TypeError, match="path must be a str or os.PathLike; got int"):
         tnlm.load(3)
     with pytest.raises(
-        ValueError, match=r"backend must be 'numpy' or 'torch' \(or None\); got 'jax'"
+        ValueError, match=r"backend must be 'numpy', 'torch' or 'jax' \(or None\); got 'mxnet'"
     ):
-        tnlm.load(path, backend="jax")
+        tnlm.load(path, backend="mxnet")
     (tmp_path / "p.npz").write_bytes(pickle.dumps({"core_0": 1}))
     with pytest.raises(ValueError, match=r"p.npz is not a readable .npz archive \(.*pickle"):
         tnlm.load(tmp_path / "p.npz")
