@@ -13,7 +13,7 @@ import torch
 
 from tnlm_models import MPOBertConfig, MPOBertForMaskedLM, train
 from tnlm_models.cli import main
-from tnlm_models.study import build_arms, count_parameters, get_preset
+from tnlm_models.study import build_arms, count_parameters, finetune_modes, get_preset
 from tnlm_models.study.report import PLOTS, STABILITY_PLOTS
 from tnlm_models.study.runner import RESULTS_FILE, read_results, run_study, task_spec
 from tnlm_models.train.config import TrainConfig
@@ -329,8 +329,10 @@ def test_cpu_preset_arms_and_run_configs_are_valid() -> None:
     for arm in arms:
         assert abs(arm.non_embedding_parameters - arm.budget) <= 0.05 * arm.budget
         TrainConfig.from_dict(arm.pretrain_config(preset))
-        for mode in ("full", "central") if arm.has_central else ("full",):
+        for mode in finetune_modes(arm, preset):
             assert TrainConfig.from_dict(arm.finetune_config(preset, mode, 2)).seed == 2
+        for cfg in (arm.lr_grid_config(preset, 2e-3),):
+            assert TrainConfig.from_dict(cfg).max_steps == preset.lr_grid_steps
 
 
 def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path: Path) -> None:
@@ -431,3 +433,14 @@ def test_study_fine_tunes_a_task_layout_it_has_no_code_for(tmp_path: Path) -> No
     assert all(0.0 <= r["value"] <= 1.0 and r["task"] == "MRPC" for r in fine)
     report = (tmp_path / "s" / "report.md").read_text(encoding="utf-8")
     assert "## Fine-tuning: MRPC, f1" in report and "## Fine-tuning: MRPC, accuracy" in report
+
+
+def test_central_finetune_arms_limit_the_frozen_mode() -> None:
+    cpu = get_preset("cpu")
+    arms = {a.name: a for a in build_arms(cpu)}
+    assert finetune_modes(arms["mpo-L12"], cpu) == ("full", "central")
+    assert finetune_modes(arms["mpo-L6"], cpu) == ("full",)
+    assert finetune_modes(arms["mpo-L6"]) == ("full", "central")  # no preset: every MPO arm
+    assert finetune_modes(arms["dense-L2"], cpu) == ("full",)
+    with pytest.raises(ValueError, match="mode 'central' does not apply to arm 'mpo-L6'"):
+        arms["mpo-L6"].finetune_config(cpu, "central", 0)

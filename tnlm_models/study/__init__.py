@@ -5,7 +5,7 @@ seed, and writes ``results.jsonl``, ``report.md`` and PNG plots (see ``runner`` 
 ``report``); ``tnlm-train study`` is its command line.
 """
 
-from .arms import PRESETS, Arm, Preset, build_arms, count_parameters, get_preset
+from .arms import PRESETS, Arm, Preset, build_arms, count_parameters, finetune_modes, get_preset
 from .report import write_report
 from .runner import read_results, run_study, task_spec
 
@@ -15,6 +15,7 @@ __all__ = [
     "Preset",
     "build_arms",
     "count_parameters",
+    "finetune_modes",
     "get_preset",
     "read_results",
     "run_study",

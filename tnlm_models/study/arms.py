@@ -86,6 +86,9 @@ class Preset:
         pre-training steps.
     init_methods : tuple of str
         ``"clone"``, ``"fit"`` (``from_bert``) and ``"scratch"`` (the control).
+    central_finetune_arms : tuple of str, optional
+        The arms that are also fine-tuned with ``freeze="central"``; default every arm
+        with central tensors.
     """
 
     name: str
@@ -115,6 +118,7 @@ class Preset:
     init_source_depth: int = 0
     init_source_steps: int = 0
     init_methods: tuple[str, ...] = ("clone", "fit", "scratch")
+    central_finetune_arms: tuple[str, ...] | None = None
 
     def base_model(self) -> dict[str, Any]:
         """``MPOBertConfig`` fields common to every arm."""
@@ -202,13 +206,13 @@ PRESETS: dict[str, Preset] = {
         },
         finetune={
             **_COMMON_FINETUNE,
-            "max_steps": 40,
+            "max_steps": 30,
             "batch_size": 32,
             "max_seq_length": 64,
             "max_train_examples": 2000,
             "max_valid_examples": 400,
             "learning_rate": 5e-4,
-            "save_every": 40,
+            "save_every": 30,
             "num_threads": 1,
         },
         seeds=3,
@@ -221,6 +225,7 @@ PRESETS: dict[str, Preset] = {
         ablation_steps=150,
         init_source_depth=4,
         init_source_steps=200,
+        central_finetune_arms=("mpo-L12", "mpo-L24"),
     ),
     # BERT-base width for a GPU (untested on the project's machines)
     "gpu": Preset(
@@ -330,10 +335,10 @@ class Arm:
 
     def finetune_config(self, preset: Preset, mode: str, seed: int) -> dict[str, Any]:
         """``TrainConfig`` fields of one fine-tuning run (``mode``: "full" or "central")."""
-        if mode not in finetune_modes(self):
+        if mode not in finetune_modes(self, preset):
             raise ValueError(
                 f"fine-tuning mode {mode!r} does not apply to arm {self.name!r}; expected one "
-                f"of {', '.join(finetune_modes(self))}"
+                f"of {', '.join(finetune_modes(self, preset))}"
             )
         return {
             **preset.finetune,
@@ -343,9 +348,12 @@ class Arm:
         }
 
 
-def finetune_modes(arm: Arm) -> tuple[str, ...]:
-    """``("full", "central")`` for arms with central tensors, else ``("full",)``."""
-    return ("full", "central") if arm.has_central else ("full",)
+def finetune_modes(arm: Arm, preset: Preset | None = None) -> tuple[str, ...]:
+    """``("full", "central")`` for arms with central tensors (among the preset's
+    ``central_finetune_arms`` when it names them), else ``("full",)``."""
+    chosen = preset is None or preset.central_finetune_arms is None
+    chosen = chosen or arm.name in (preset.central_finetune_arms or ())
+    return ("full", "central") if arm.has_central and chosen else ("full",)
 
 
 # ---------------------------------------------------------------------------- counting

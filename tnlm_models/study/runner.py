@@ -521,7 +521,7 @@ def run_study(
             base = _base(p, arm)
             pre_dir = root / arm.name / "pretrain"
             for spec in specs:
-                for mode in finetune_modes(arm):
+                for mode in finetune_modes(arm, p):
                     key = {"phase": "finetune", "task": spec.name, "mode": mode, "seed": seed}
                     if not ctx.todo({**base, **key}):
                         continue
