@@ -6,7 +6,6 @@ Both are immutable: every operation returns a new object. Algorithms live in
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -14,52 +13,22 @@ from typing import Any
 
 import autoray as ar
 import numpy as np
-import opt_einsum as oe
 
 from . import _tt_ops as T
 from . import backend as B
 from ._checks import check_array_type, check_bond_dims, check_int, check_tol
 from ._types import Array, BondDim
-from .contract import contract, contract_cost
+from .contract import contract
+from .planning import ApplyPlan, plan_apply
 from .truncation import TruncationReport, check_method
 
-__all__ = ["TensorTrain", "MPO", "APPLY_METHODS", "CORES_FLOP_WEIGHT"]
+__all__ = ["TensorTrain", "MPO", "APPLY_METHODS"]
 
 #: Names accepted by ``MPO.apply(method=...)``.
 APPLY_METHODS = ("auto", "dense", "cores")
 
 #: Dtype name prefixes a scalar factor may have (bool, integers, floats, complex).
 _NUMERIC_DTYPES = ("bool", "int", "uint", "float", "bfloat", "complex")
-
-
-#: "auto" in ``MPO.apply`` contracts through the cores only when that path's FLOP count times
-#: this weight is below the rebuild-then-GEMM path's. Measured on 2 cores (numpy/OpenBLAS,
-#: float32, 4096x4096, bond 16, batch 512): the cores path ran at about half the FLOP rate
-#: of the dense path (0.42 s for 10.7 GFLOP vs 0.33 s for 17.7 GFLOP).
-CORES_FLOP_WEIGHT = 2.0
-
-
-@functools.lru_cache(maxsize=256)
-def _apply_costs(
-    core_shapes: tuple[tuple[int, ...], ...], batch: int | None
-) -> tuple[tuple[str, int], ...]:
-    """FLOPs of both apply paths, cached per (core shapes, batch): path search is not free."""
-    n = len(core_shapes)
-    i = math.prod(s[1] for s in core_shapes)
-    j = math.prod(s[2] for s in core_shapes)
-    b = 1 if batch is None else batch
-    col_dims = tuple(s[2] for s in core_shapes)
-    x_shape = col_dims + ((b,) if batch is not None else ())
-    sym = oe.get_symbol
-    bond = [sym(k) for k in range(n + 1)]
-    rows = [sym(n + 1 + k) for k in range(n)]
-    cols = [sym(2 * n + 1 + k) for k in range(n)]
-    bat = sym(3 * n + 1) if batch is not None else ""
-    ins = ",".join(bond[k] + rows[k] + cols[k] + bond[k + 1] for k in range(n))
-    eq = f"{ins},{''.join(cols)}{bat}->{bond[0]}{''.join(rows)}{bond[n]}{bat}"
-    cores_cost = contract_cost(eq, *core_shapes, x_shape)
-    dense_cost = contract_cost(T.dense_equation(n, legs=2), *core_shapes)
-    return (("cores", cores_cost.flops), ("dense", dense_cost.flops + 2 * i * j * b))
 
 
 def _shape_of(x: Array) -> tuple[int, ...]:
@@ -483,25 +452,19 @@ class MPO(_TrainBase):
         """Conjugate transpose."""
         return MPO([ar.do("transpose", c.conj(), (0, 2, 1, 3)) for c in self.cores])
 
-    def _apply_equation(self, batched: bool) -> str:
-        n = len(self.cores)
-        sym = oe.get_symbol
-        bond = [sym(k) for k in range(n + 1)]
-        rows = [sym(n + 1 + k) for k in range(n)]
-        cols = [sym(2 * n + 1 + k) for k in range(n)]
-        batch = sym(3 * n + 1) if batched else ""
-        ins = ",".join(bond[k] + rows[k] + cols[k] + bond[k + 1] for k in range(n))
-        return f"{ins},{''.join(cols)}{batch}->{bond[0]}{''.join(rows)}{bond[n]}{batch}"
-
     def apply_cost(self, batch: int | None) -> dict[str, int]:
         """FLOPs of the two ways to compute ``W @ x`` for ``x`` of shape (J, batch).
 
         Returns ``{"cores": ..., "dense": ...}``: contracting x through the cores in the
-        FLOP-optimal order, and rebuilding W then one GEMM.
+        FLOP-optimal order, and rebuilding W then one GEMM (``batch=None``, a single vector,
+        costs as ``batch=1``). ``tnlm.planning.plan_apply`` gives the choice as well.
         """
-        if batch is not None:
-            batch = check_int(batch, "batch", low=1)
-        return dict(_apply_costs(tuple(_shape_of(c) for c in self.cores), batch))
+        plan = self._apply_plan(batch)
+        return {"cores": plan.cores_flops, "dense": plan.dense_flops}
+
+    def _apply_plan(self, batch: int | None) -> ApplyPlan:
+        batch = 1 if batch is None else check_int(batch, "batch", low=1)
+        return plan_apply([_shape_of(c) for c in self.cores], batch)
 
     def _coerce_vector(self, x: Any, name: str = "x") -> Array:
         """``x`` checked as the array operand of ``apply`` / ``@``: an array (not a list or
@@ -538,9 +501,9 @@ class MPO(_TrainBase):
             Same backend as the cores.
         method : {"auto", "dense", "cores"}
             "cores": contract x through the cores (FLOP-optimal order, plan cached);
-            "dense": rebuild W, then one GEMM; "auto": "cores" only where its FLOP count
-            times ``CORES_FLOP_WEIGHT`` is below the dense path's (the cores path runs as many
-            small contractions with transposes, the dense path as one large GEMM).
+            "dense": rebuild W, then one GEMM; "auto": the one ``tnlm.planning.plan_apply``
+            chooses (FLOP counts weighted by ``tnlm.planning.DEFAULT_COST_MODEL``, the
+            calibration ``MPOLinear`` uses too; ``docs/theory.md``, Section 6).
 
         Returns
         -------
@@ -556,16 +519,13 @@ class MPO(_TrainBase):
                 f"x has shape {_shape_of(x)}; expected ({j},) or ({j}, batch) for an MPO of "
                 f"shape {self.shape}"
             )
-        batch = int(x.shape[1]) if nd == 2 else None
-        if method == "auto":
-            cost = self.apply_cost(batch)
-            weighted = CORES_FLOP_WEIGHT * cost["cores"]
-            method = "dense" if cost["dense"] <= weighted else "cores"
-        if method == "dense":
+        batch = int(x.shape[1]) if nd == 2 else 1
+        plan = None if method == "dense" else self._apply_plan(batch)
+        if plan is None or (method == "auto" and plan.method == "dense"):
             return self.to_dense() @ x
-        xs = ar.do("reshape", x, self.col_dims + ((batch,) if batch is not None else ()))
-        y = contract(self._apply_equation(batch is not None), *self.cores, xs)
-        return ar.do("reshape", y, (i, batch) if batch is not None else (i,))
+        xs = ar.do("reshape", x, (*self.col_dims, batch))  # (j_1, ..., j_n, B)
+        y = contract(plan.equation, *self.cores, xs, optimize=list(plan.path))  # (i_1.., B)
+        return ar.do("reshape", y, (i, batch) if nd == 2 else (i,))
 
     def __matmul__(self, other: Any) -> Any:
         if isinstance(other, MPO):
