@@ -141,7 +141,7 @@ def _choose_rank(tail: Sequence[float], cap: int | None, delta: float | None) ->
     return max(r, min(1, full))
 
 
-def _exact(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
+def _exact(c: Array, cap: int | None, delta: float | None) -> tuple[Any, ...]:
     u, s, vh = B.svd(c)
     tail = _sq_tail(s)
     r = _choose_rank(tail, cap, delta)
@@ -239,7 +239,7 @@ def _gram(
     return u, sv[:r], rest, err, sv[r:], "gram"
 
 
-def _qr(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
+def _qr(c: Array) -> tuple[Any, ...]:
     """No truncation of a tall unfolding (m > n, rank n kept): ``C = Q R`` (Householder,
     positive diagonal), so the core is Q and the next matrix R; the singular values are
     ``svdvals(R)``, without singular vectors. Error 0 (quimb's exact ``from_dense`` does the
@@ -282,7 +282,7 @@ def _randomized_parts(c: Array, cap: int, seed: int) -> tuple[Array, Array, Arra
 
 def _randomized_split(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
     if cap is None or delta is not None:
-        u, s, vh, err, disc, used = _exact(c, cap, delta, seed)
+        u, s, vh, err, disc, used = _exact(c, cap, delta)
         return u, s, s[:, None] * vh, err, disc, used
     u, s, rest, err = _randomized_parts(c, cap, seed)
     return u, s, rest, err, None, "rsvd"
@@ -347,12 +347,13 @@ def _auto_split(
     if route in ("gram", "identity"):
         return _gram(c, cap, delta, seed, g)
     if route == "qr":
-        return _qr(c, cap, delta, seed)
+        return _qr(c)
     return _exact_split(c, cap, delta, seed)
 
 
 def _exact_split(c: Array, cap: int | None, delta: float | None, seed: int) -> tuple[Any, ...]:
-    u, s, vh, err, disc, used = _exact(c, cap, delta, seed)
+    """The exact split; ``seed`` is unused (the signature of every entry of ``_SPLITS``)."""
+    u, s, vh, err, disc, used = _exact(c, cap, delta)
     return u, s, s[:, None] * vh, err, disc, used
 
 
