@@ -444,3 +444,30 @@ def test_central_finetune_arms_limit_the_frozen_mode() -> None:
     assert finetune_modes(arms["dense-L2"], cpu) == ("full",)
     with pytest.raises(ValueError, match="mode 'central' does not apply to arm 'mpo-L6'"):
         arms["mpo-L6"].finetune_config(cpu, "central", 0)
+
+
+def test_report_tells_a_diverged_grid_rate_from_one_not_run_yet(tmp_path: Path) -> None:
+    from tnlm_models.study.report import write_report
+
+    base = {"preset": "cpu", "phase": "lr-grid", "task": None, "mode": None, "seed": 0}
+
+    def rec(arm: str, lr: float, **kw: Any) -> dict[str, Any]:
+        return {**base, "arm": arm, "variant": f"{lr:g}", "learning_rate": lr, **kw}
+
+    metric = {"metric": "loss", "tokens": 10, "wall_s": 1.0, "cpu_s": 1.0}
+    records = [
+        rec("mpo-L6", 1e-3, value=6.5, **metric),
+        rec("mpo-L6", 1e-3, status="done"),
+        rec("mpo-L6", 2e-3, status="done", diverged="non-finite training loss (nan)"),
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    grid = report.split("## Learning-rate grid")[1].split("\n\n")[1].splitlines()
+    assert grid[0] == "| arm | 0.001 | 0.002 |"
+    assert grid[2] == "| mpo-L6 | 6.5000 | diverged |"
+    records.append(rec("mpo-L12", 1e-3, value=6.4, **metric))
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| mpo-L12 | 6.4000 | - |" in report

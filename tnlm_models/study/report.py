@@ -154,7 +154,7 @@ def write_report(out: str | os.PathLike) -> list[Path]:
                 f"{statistics.fmean(x['wall_s'] for x in rs):.1f} |"
             )
     records = read_results(root)
-    lines += _lr_grid_section(rows)
+    lines += _lr_grid_section(rows, records)
     stability = _stability_runs(records, rows)
     lines += _stability_section(stability)
     lines += _ablation_section(
@@ -217,11 +217,16 @@ def write_report(out: str | os.PathLike) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------- ablations
-def _lr_grid_section(rows: list[dict[str, Any]]) -> list[str]:
+def _lr_grid_section(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[str]:
     grid = [r for r in rows if r["phase"] == "lr-grid" and r["metric"] == "loss"]
-    if not grid:
+    diverged = {
+        (r["arm"], r["learning_rate"])
+        for r in records
+        if r.get("phase") == "lr-grid" and r.get("status") == "done" and r.get("diverged")
+    }
+    if not grid and not diverged:
         return []
-    rates = sorted({r["learning_rate"] for r in grid})
+    rates = sorted({r["learning_rate"] for r in grid} | {lr for _, lr in diverged})
     chosen = {
         r["arm"]: r.get("learning_rate")
         for r in rows
@@ -229,17 +234,21 @@ def _lr_grid_section(rows: list[dict[str, Any]]) -> list[str]:
     }
     out = [
         "",
-        "## Learning-rate grid (validation MLM loss of short runs; * the rate pre-training used)",
+        "## Learning-rate grid (validation MLM loss of short runs; * the rate pre-training "
+        "used; - not run yet)",
         "",
         "| arm | " + " | ".join(f"{lr:g}" for lr in rates) + " |",
         "|---|" + "---:|" * len(rates),
     ]
-    for arm in dict.fromkeys(r["arm"] for r in grid):
+    for arm in dict.fromkeys([r["arm"] for r in grid] + [a for a, _ in sorted(diverged)]):
         cells = []
         for lr in rates:
             v = [r["value"] for r in grid if r["arm"] == arm and r["learning_rate"] == lr]
             mark = "*" if chosen.get(arm) == lr else ""
-            cells.append(f"{v[0]:.4f}{mark}" if v else "diverged")
+            if v:
+                cells.append(f"{v[0]:.4f}{mark}")
+            else:
+                cells.append("diverged" if (arm, lr) in diverged else "-")
         out.append(f"| {arm} | " + " | ".join(cells) + " |")
     return out
 
