@@ -14,11 +14,14 @@ from .decompose import mpo_decompose, tt_decompose
 from .factorize import factorize
 from .io import load, save
 from .mpo import APPLY_METHODS, MPO, TensorTrain
+from .shared_decompose import SharedFitReport, shared_mpo_decompose
 from .truncation import SVD_METHODS, BondTruncation, TruncationReport
 
 __all__ = [
     "mpo_decompose",
     "tt_decompose",
+    "shared_mpo_decompose",
+    "SharedFitReport",
     "factorize",
     "MPO",
     "TensorTrain",
