@@ -33,31 +33,37 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import shutil
-import signal
 import stat
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from ..serialization import read_json_object
+from .files import (
+    disk_error,
+    fault_point,
+    fsync_dir,
+    fsync_tree,
+    read_json,
+    write_atomic,
+    write_json,
+)
+
 __all__ = [
     "IndexEntryError",
-    "capture_rng_state",
     "check_finite",
     "is_checkpoint_dir",
     "list_checkpoints",
     "load_model_weights",
     "load_training_state",
+    "read_checkpoint_json",
     "read_index",
     "read_json",
     "resolve_checkpoint",
-    "restore_rng_state",
     "save_checkpoint",
     "verify_checkpoint",
     "write_atomic",
@@ -84,140 +90,6 @@ SHAPE_KEYS = (
     "sharing",
     "adapter_size",
 )
-
-
-# ---------------------------------------------------------------------------- RNG state
-def capture_rng_state() -> dict[str, Any]:
-    """Python, numpy and torch (CPU and CUDA) RNG states, as plain Python values.
-
-    Plain values (no tensors) pickle the same way everywhere, so the states of all
-    processes can be gathered to rank 0 and stored with ``torch.save``.
-    """
-    np_state: Any = np.random.get_state()  # noqa: NPY002
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": (np_state[0], np_state[1].tolist(), *(np_state[2:])),
-        "torch": torch.get_rng_state().numpy().tobytes(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = [s.numpy().tobytes() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _bytes_tensor(b: bytes) -> torch.Tensor:
-    return torch.frombuffer(bytearray(b), dtype=torch.uint8).clone()
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))  # noqa: NPY002
-    torch.set_rng_state(_bytes_tensor(state["torch"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([_bytes_tensor(b) for b in state["cuda"]])
-
-
-# ---------------------------------------------------------------------------- test hook
-KILL_ENV = "TNLM_TEST_KILL_AT"
-
-
-def _fault_armed(point: str, step: int | None = None) -> bool:
-    """True when the test hook ``TNLM_TEST_KILL_AT`` names ``point`` (or ``point@step``)."""
-    want = os.environ.get(KILL_ENV)
-    if not want:
-        return False
-    return want == point or (step is not None and want == f"{point}@{step}")
-
-
-def _fault_point(point: str, step: int | None = None) -> None:
-    """Test hook: SIGKILL this process here when ``TNLM_TEST_KILL_AT`` names this point.
-
-    Tests stop a run at a known point this way (never by timing) and check what a crash
-    there leaves on disk. The variable is unset in normal use.
-    """
-    if _fault_armed(point, step):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-# ---------------------------------------------------------------------------- files
-def _disk_error(err: BaseException, path: Path) -> BaseException:
-    """``err``, or for a full disk an ``OSError`` that says so and names ``path``.
-
-    ``torch.save`` and the Rust writers of ``safetensors``/``tokenizers`` report a full disk
-    in their own words (``basic_ios::clear``, ``os error 28``); this gives one message.
-    """
-    text = str(err)
-    full = (isinstance(err, OSError) and err.errno == errno.ENOSPC) or (
-        "os error 28" in text or "No space left on device" in text
-    )
-    if full:
-        return OSError(errno.ENOSPC, "no space left on device while writing", str(path))
-    return err
-
-
-def _fsync_dir(d: Path) -> None:
-    """Flush a folder's entries (a rename inside it) to disk, where the OS allows it."""
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(d: Path) -> None:
-    for f in d.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-
-
-def write_atomic(
-    path: str | os.PathLike, write: Callable[[BinaryIO], Any], *, fault: str | None = None
-) -> None:
-    """Replace ``path`` through a temporary file: ``write(fh)``, flush, fsync, rename.
-
-    A crash leaves either the old file or the new one, never a part of it. On an error the
-    temporary file is removed; a full disk is reported as such, naming ``path``.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if fault:
-            _fault_point(fault)
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        raise _disk_error(e, path) from None
-    _fsync_dir(path.parent)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, lambda fh: fh.write(json.dumps(obj, indent=2).encode("utf-8")))
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """The content of a JSON file; a truncated or corrupt one is a ``ValueError`` naming it."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text; the file is corrupt") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(
-            f"{path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); the "
-            "file is truncated or corrupt"
-        ) from None
 
 
 # ---------------------------------------------------------------------------- index
@@ -282,7 +154,7 @@ def write_index(
     ckpt_root: Path, latest: str, best: str | None, best_metric: float | None, names: list[str]
 ) -> None:
     """Replace ``index.json`` atomically."""
-    _write_json(
+    write_json(
         ckpt_root / INDEX,
         {"latest": latest, "best": best, "best_metric": best_metric, "all": names},
     )
@@ -390,6 +262,18 @@ def load_training_state(
     return state, saved
 
 
+def read_checkpoint_json(ckpt: Path, name: str) -> dict[str, Any]:
+    """The JSON object in file ``name`` of checkpoint ``ckpt`` ({} when the file is absent).
+
+    Raises
+    ------
+    ValueError
+        If the file is not a JSON object (the file named).
+    """
+    path = ckpt / name
+    return read_json_object(path) if path.is_file() else {}
+
+
 def check_finite(model: nn.Module, step: int, loss: float | None = None) -> None:
     """Raise ``FloatingPointError`` if ``loss`` or a weight of ``model`` is NaN or infinite."""
     if loss is not None and not math.isfinite(loss):
@@ -485,7 +369,7 @@ def save_checkpoint(
         _write_text(
             tmp / current, json.dumps({**trainer_state, "step": step, "metric": metric}, indent=2)
         )
-        _fault_point("checkpoint-write", step)
+        fault_point("checkpoint-write", step)
         current = "optimizer.pt"
         with open(tmp / current, "wb") as fh:
             torch.save({"optimizer": optimizer.state_dict(), "rng": rng_states}, fh)
@@ -511,15 +395,15 @@ def save_checkpoint(
             "files": files,
         }
         _write_text(tmp / MARKER, json.dumps(marker, indent=2))
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _disk_error(e, final / current) from None
-    _fault_point("checkpoint-index", step)
+        raise disk_error(e, final / current) from None
+    fault_point("checkpoint-index", step)
 
     index = read_index(root)
     names = [n for n in index.get("all", []) if n != name and (root / n).is_dir()] + [name]

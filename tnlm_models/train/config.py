@@ -23,6 +23,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,13 @@ __all__ = [
     "LR_SCHEDULES",
     "PRECISIONS",
     "TASKS",
+    "DataArg",
     "TrainConfig",
+    "as_paths",
+    "as_train_config",
     "load_config",
     "parse_override",
+    "with_data",
 ]
 
 #: The environment variable naming the data folder (the one that holds ``glue/``); config
@@ -522,3 +527,56 @@ def _line_of_key(path: str | os.PathLike, message: str) -> str:
     except (OSError, UnicodeDecodeError):
         return ""
     return next((f":{n}" for n, line in enumerate(lines, 1) if setting.match(line)), "")
+
+
+# ---------------------------------------------------------------------------- arguments
+#: what ``train(data=...)`` and ``evaluate(data=...)`` take
+DataArg = str | os.PathLike | Sequence[str | os.PathLike] | dict[str, Any] | None
+
+
+def as_train_config(
+    config: TrainConfig | dict | str | os.PathLike | None, overrides: dict[str, Any]
+) -> TrainConfig:
+    """The ``config`` argument of ``train``/``evaluate`` as a :class:`TrainConfig` (a config,
+    a dict of its fields, a TOML/YAML path or None for the defaults), ``overrides`` applied."""
+    if config is None:
+        cfg = TrainConfig.from_dict({})
+    elif isinstance(config, TrainConfig):
+        cfg = config
+    elif isinstance(config, dict):
+        cfg = TrainConfig.from_dict(dict(config))
+    elif isinstance(config, str | os.PathLike):
+        cfg = load_config(config)
+    else:
+        raise TypeError(
+            f"config must be a TrainConfig, dict or TOML/YAML path, got {type(config).__name__}"
+        )
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def as_paths(x: Any, name: str) -> list[str]:
+    """``x`` (None, a path or a list of paths) as a list of strings; ``name`` is the argument
+    named in the ``TypeError`` for anything else."""
+    if x is None:
+        return []
+    if isinstance(x, str | os.PathLike):
+        return [os.fspath(x)]
+    if isinstance(x, list | tuple) and all(isinstance(p, str | os.PathLike) for p in x):
+        return [os.fspath(p) for p in x]
+    raise TypeError(f"{name} must be a path or a list of paths, got {type(x).__name__}")
+
+
+def with_data(cfg: TrainConfig, data: DataArg) -> TrainConfig:
+    """``cfg`` with the data files of ``train(data=...)``: a path or list of paths (training
+    files), or ``{"train": ..., "valid": ...}``; None keeps the config's."""
+    if data is None:
+        return cfg
+    if isinstance(data, dict):
+        unknown = sorted(set(data) - {"train", "valid"})
+        if unknown:
+            raise ValueError(f"unknown data keys {unknown}; valid keys are ['train', 'valid']")
+        return cfg.replace(
+            train_data=as_paths(data.get("train"), "data['train']") or cfg.train_data,
+            valid_data=as_paths(data.get("valid"), "data['valid']") or cfg.valid_data,
+        )
+    return cfg.replace(train_data=as_paths(data, "data"))

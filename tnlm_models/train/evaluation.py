@@ -13,23 +13,13 @@ from torch import nn
 from ..data import KeyedDataset, TokenDataset, eval_batches
 from ..metrics import classification_metrics, mlm_metrics
 from ..tokenization import WordPieceTokenizer
-from ._support import (
-    DataArg,
-    _as_config,
-    _autocast,
-    _build_datasets,
-    _check_model,
-    _collator,
-    _label_list,
-    _model_classes,
-    _paths,
-    _Raw,
-    _read_raw,
-)
-from .checkpoint import resolve_checkpoint
-from .config import TrainConfig
+from .checkpoint import read_checkpoint_json, resolve_checkpoint
+from .config import DataArg, TrainConfig, as_paths, as_train_config
+from .datasets import RawData, build_datasets, label_list_for, make_collator, read_raw_data
 from .distributed import DistEnv, all_gather_objects, all_reduce_sum, distributed_run
-from .predict import _read_json, has_labels
+from .models import check_model, model_classes
+from .precision import autocast_context
+from .predict import has_labels
 
 __all__ = ["evaluate", "evaluate_model", "regression_metrics"]
 
@@ -52,14 +42,14 @@ def evaluate_model(
     env = env or DistEnv(device=next(model.parameters()).device)
     was_training = model.training
     model.eval()
-    collate = _collator(cfg, tokenizer)
+    collate = make_collator(cfg, tokenizer)
     batches = eval_batches(
         len(dataset), cfg.eval_batch_size, rank=env.rank, world_size=env.world_size
     )
     num_labels = 1 if cfg.regression else len(getattr(dataset, "label_list", None) or [0, 1])
     sums = torch.zeros(3, dtype=torch.float64)
     cm = torch.zeros(num_labels, num_labels, dtype=torch.float64)
-    autocast = _autocast(cfg, env.device)
+    autocast = autocast_context(cfg, env.device)
     scores: list[float] = []  # regression: predictions and labels, for the correlations
     golds: list[float] = []
     for keys in batches:
@@ -170,16 +160,16 @@ def evaluate(
         Metrics (see :func:`evaluate_model`).
     """
     ckpt = resolve_checkpoint(checkpoint, "best")
-    saved = _read_json(ckpt / "train_config.json")
+    saved = read_checkpoint_json(ckpt, "train_config.json")
     saved.pop("label_list", None)
     base = TrainConfig.from_dict(saved) if saved else TrainConfig()
     if config is not None:
-        extra = _as_config(config, {}).to_dict()
+        extra = as_train_config(config, {}).to_dict()
         base = base.replace(**extra)
     cfg = base.replace(resume=False, **overrides)
-    state = _read_json(ckpt / "trainer_state.json")
+    state = read_checkpoint_json(ckpt, "trainer_state.json")
     if data is not None:
-        cfg = cfg.replace(valid_data=_paths(data, "data"))
+        cfg = cfg.replace(valid_data=as_paths(data, "data"))
     if cfg.task == "finetune":
         for path in cfg.valid_data:
             if not has_labels(cfg, path):
@@ -190,22 +180,22 @@ def evaluate(
                 )
     with distributed_run(cfg.device) as env:
         tok = WordPieceTokenizer.load(ckpt)
-        raw = _read_raw(cfg, for_eval_only=True)
+        raw = read_raw_data(cfg, for_eval_only=True)
         label_list = state.get("label_list") if cfg.task == "finetune" else None
         if cfg.task == "finetune" and label_list is None and not cfg.regression:
-            label_list = cfg.label_list or _label_list(cfg, _Raw(train_glue=raw.valid_glue))
-        _, valid = _build_datasets(
-            cfg, _Raw(valid_texts=raw.valid_texts, valid_glue=raw.valid_glue), tok, label_list
+            label_list = cfg.label_list or label_list_for(cfg, RawData(train_glue=raw.valid_glue))
+        _, valid = build_datasets(
+            cfg, RawData(valid_texts=raw.valid_texts, valid_glue=raw.valid_glue), tok, label_list
         )
         if valid is None:
             raise ValueError(f"no evaluation data: pass data=... (the run {ckpt} kept none)")
-        _, ForMLM, ForCls = _model_classes()
+        _, ForMLM, ForCls = model_classes()
         if cfg.task == "pretrain":
             model = ForMLM.from_pretrained(ckpt)
         else:
             model = ForCls.from_pretrained(
                 ckpt, num_labels=1 if cfg.regression else len(label_list or [])
             )
-        _check_model(model, cfg, tok, 1 if cfg.regression else len(label_list or [0, 0]))
+        check_model(model, cfg, tok, 1 if cfg.regression else len(label_list or [0, 0]))
         model.to(env.device)
         return evaluate_model(model, valid, cfg, tok, env)

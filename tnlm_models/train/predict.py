@@ -29,12 +29,12 @@ from ..data import (
     eval_batches,
     read_glue_test_tsv,
 )
-from ..serialization import read_json_object
 from ..tokenization import WordPieceTokenizer
-from ._support import _autocast, _check_model, _model_classes
-from .checkpoint import resolve_checkpoint
+from .checkpoint import read_checkpoint_json, resolve_checkpoint
 from .config import TrainConfig
 from .distributed import resolve_device
+from .models import check_model, model_classes
+from .precision import autocast_context
 
 __all__ = ["has_labels", "predict", "read_prediction_inputs"]
 
@@ -97,11 +97,6 @@ def read_prediction_inputs(cfg: TrainConfig, path: str | os.PathLike) -> GlueTes
         header=cfg.has_header,
         encoding=cfg.encoding,
     )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """The JSON object of a checkpoint file ({} when absent; the file named when broken)."""
-    return read_json_object(path) if path.is_file() else {}
 
 
 def _check_out(out: Path, data: Path, force: bool) -> None:
@@ -193,8 +188,8 @@ def predict(
     if out_path is not None:
         _check_out(out_path, data, force)
     ckpt = resolve_checkpoint(checkpoint, "best")
-    saved = _read_json(ckpt / "train_config.json")
-    state = _read_json(ckpt / "trainer_state.json")
+    saved = read_checkpoint_json(ckpt, "train_config.json")
+    state = read_checkpoint_json(ckpt, "trainer_state.json")
     saved.pop("label_list", None)
     cfg = TrainConfig.from_dict(saved).replace(resume=False, **overrides)
     if cfg.task != "finetune":
@@ -208,10 +203,10 @@ def predict(
     inputs = read_prediction_inputs(cfg, data)
     device = resolve_device(cfg.device)
     tok = WordPieceTokenizer.load(ckpt)
-    _, _, ForCls = _model_classes()
+    _, _, ForCls = model_classes()
     num_labels = 1 if cfg.regression else len(label_list)
     model = ForCls.from_pretrained(ckpt, num_labels=num_labels)
-    _check_model(model, cfg, tok, num_labels)
+    check_model(model, cfg, tok, num_labels)
     model.to(device).eval()
 
     enc = tok.encode_batch(inputs.texts_a, inputs.texts_b, max_length=cfg.max_seq_length)
@@ -220,7 +215,7 @@ def predict(
         [{"input_ids": ids, "token_type_ids": t, "label": dummy} for ids, t in enc]
     )
     collate = ClassificationCollator(tok)
-    autocast = _autocast(cfg, device)
+    autocast = autocast_context(cfg, device)
     preds: list[str] = []
     for keys in eval_batches(len(items), cfg.eval_batch_size):
         batch = collate([KeyedDataset(items)[k] for k in keys])

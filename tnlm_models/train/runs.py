@@ -32,22 +32,19 @@ from .checkpoint import (
     MARKER,
     MODEL_FILE,
     IndexEntryError,
-    _disk_error,
-    _fault_armed,
-    _fault_point,
     list_checkpoints,
     load_training_state,
     read_index,
-    read_json,
     verify_checkpoint,
-    write_atomic,
     write_index,
 )
+from .files import disk_error, fault_armed, fault_point, read_json, write_atomic
 
 __all__ = [
     "METRICS_FILE",
     "RUN_FILE",
     "append_metrics",
+    "default_run_name",
     "find_resume_checkpoint",
     "prepare_run_dir",
     "truncate_metrics",
@@ -61,6 +58,11 @@ METRICS_FILE = "metrics.jsonl"
 
 
 # ---------------------------------------------------------------------------- run folders
+def default_run_name(task: str) -> str:
+    """``<task>-<local date>-<time>``, the folder name under ``runs/`` when none is given."""
+    return f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def _is_run(path: Path) -> bool:
     marker = path / RUN_FILE
     if not marker.is_file():
@@ -296,10 +298,10 @@ def append_metrics(path: Path, record: dict[str, Any]) -> None:
     line = (json.dumps(record) + "\n").encode("utf-8")
     try:
         with open(path, "ab") as fh:
-            if _fault_armed("metrics-append", record.get("step")):
+            if fault_armed("metrics-append", record.get("step")):
                 fh.write(line[: len(line) // 2])
                 fh.flush()
-                _fault_point("metrics-append", record.get("step"))
+                fault_point("metrics-append", record.get("step"))
             fh.write(line)
     except OSError as e:
-        raise _disk_error(e, path) from None
+        raise disk_error(e, path) from None
