@@ -3,9 +3,9 @@
 ``from_bert`` reads a pre-trained BERT (Hugging Face layout: a model object, a state dict,
 a ``.safetensors``/``.bin`` file or a local directory with ``config.json``; nothing is ever
 downloaded) and builds an MPO model at the same depth or a greater one, with the "clone" or
-"fit" initialisation of ``tnlm_models.init``. ``to_bert`` materialises any MPO model into
-the dense ``transformers`` ``BertForMaskedLM`` / ``BertForSequenceClassification`` that
-computes the same logits.
+"fit" initialisation (tnlm's ``mpo_decompose`` and ``shared_mpo_decompose``). ``to_bert``
+materialises any MPO model into the dense ``transformers`` ``BertForMaskedLM`` /
+``BertForSequenceClassification`` that computes the same logits.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from typing import Any
 
 import torch
 
+import tnlm
+
 from ._fields import Bounds, check_value
 from .config import MATRIX_NAMES, MPOBertConfig
-from .init import PRETRAINED_INITS, fit_shared_central, layer_map
+from .init import PRETRAINED_INITS, layer_map
 from .mpo_linear import MPOLinear
 
 __all__ = [
@@ -110,7 +112,12 @@ class ConversionReport:
     mean_relative_error : float
         The mean over matrices and layers.
     objectives : dict
-        ``{matrix: ALS objective history}`` ("central" sharing only).
+        ``{matrix: objective history}`` ("central" sharing only): the summed squared error
+        over the source layers at the start and after each sweep
+        (``tnlm.SharedFitReport.objective``).
+    sweeps, converged : dict
+        ``{matrix: sweeps run}`` and ``{matrix: whether the fit met its tolerance}``
+        ("central" sharing only).
     """
 
     init: str
@@ -119,6 +126,8 @@ class ConversionReport:
     relative_errors: dict[str, list[float]] = field(default_factory=dict)
     mean_relative_error: float = 0.0
     objectives: dict[str, list[float]] = field(default_factory=dict)
+    sweeps: dict[str, int] = field(default_factory=dict)
+    converged: dict[str, bool] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -371,11 +380,14 @@ def from_bert(
         "clone": decompose source layer ``clone_layer`` and copy its MPO (auxiliary tensors,
         and under "central" sharing the shared central tensor) to every layer.
         "fit": under "central" sharing, fit a shared central tensor and per-layer auxiliary
-        tensors to all source layers by alternating least squares; under "none", decompose
+        tensors to all source layers jointly (``tnlm.shared_mpo_decompose``: alternating
+        least squares, at most ``als_iterations`` sweeps, stopped when a sweep lowers the
+        summed squared error by less than a relative 1e-4); under "none", decompose
         every mapped layer on its own; under "all", decompose the mean of the layers (the
         least-squares optimum of one shared layer at full rank).
     clone_layer : int, default 0
     als_iterations : int, default 20
+        Most sweeps of the "fit" under "central" sharing.
     strict : bool, default True
         Reject keys that are not BERT's (named in the error).
     **config_kwargs
@@ -512,75 +524,82 @@ def _load_into(
     tmap = layer_map(src_layers, cfg.num_hidden_layers)
     enc = model.encoder_module()
     report = ConversionReport(init=init, sharing=cfg.sharing, layer_map=tmap)
-    if cfg.sharing == "all":
-        # One module: "clone" copies source layer clone_layer; "fit" takes the mean of all
-        # source layers (the least-squares optimum of a single shared layer).
-        chosen = [clone_layer] if init == "clone" else list(range(src_layers))
-        modules = [(enc.layer[0], chosen)]
-    else:
-        modules = [(enc.layer[t], [tmap[t]]) for t in range(cfg.num_hidden_layers)]
-    for layer, srcs in modules:
+    # The encoder says which module computes which layers. A module computing one layer t
+    # takes source layer tmap[t]; one computing several (sharing="all") takes clone_layer
+    # under "clone", else the mean of their source layers (the least-squares optimum of one
+    # shared layer). Under "clone" every MPO matrix is clone_layer's.
+    groups = []
+    for module, layers in enc.layer_groups():
+        srcs = sorted({tmap[t] for t in layers})
+        if init == "clone" and len(layers) > 1:
+            srcs = [clone_layer]
+        groups.append((module, layers, srcs))
+    for module, _, srcs in groups:
         for name, sub in HF_LAYER_KEYS.items():
-            mod = getattr(layer, name)
-            bias = torch.stack([src_tensor(i, sub, "bias") for i in srcs]).mean(0)
-            mod.bias.copy_(bias)
+            mod = getattr(module, name)
+            mod.bias.copy_(_mean([src_tensor(i, sub, "bias") for i in srcs]))
             if isinstance(mod, torch.nn.LayerNorm):
-                mod.weight.copy_(torch.stack([src_tensor(i, sub, "weight") for i in srcs]).mean(0))
+                mod.weight.copy_(_mean([src_tensor(i, sub, "weight") for i in srcs]))
             elif not isinstance(mod, MPOLinear):
-                w = torch.stack([src_tensor(i, sub, "weight") for i in srcs]).mean(0)
-                mod.weight.copy_(w)
+                mod.weight.copy_(_mean([src_tensor(i, sub, "weight") for i in srcs]))
 
     for name in MATRIX_NAMES:
         if not cfg.is_mpo(name):
             continue
         sub = HF_LAYER_KEYS[name]
-        out_dims, in_dims = cfg.factorization(name)
-        weights = [src_tensor(i, sub, "weight").to(torch.float64) for i in range(src_layers)]
-        if cfg.sharing == "central":
-            fit = fit_shared_central(
+        shape = cfg.factorization(name)
+        weights = [src_tensor(i, sub, "weight") for i in range(src_layers)]
+        central = enc.shared_central(name)
+        if central is not None:
+            # tnlm's joint fit: one shared central core, per-layer auxiliary cores; "clone"
+            # is its start (clone_layer's decomposition for every layer), "fit" its sweeps
+            mpos, fit = tnlm.shared_mpo_decompose(
                 weights,
-                out_dims,
-                in_dims,
+                shape,
                 cfg.bond_dim,
-                init=init,
-                clone_layer=clone_layer,
-                iterations=iterations,
+                init="clone" if init == "clone" else "auto",
+                start=clone_layer,
+                max_sweeps=0 if init == "clone" else iterations,
             )
-            enc.central[name].copy_(fit.central)
-            report.objectives[name] = fit.objective
-            for t, s in enumerate(tmap):
-                aux = fit.auxiliary[clone_layer if init == "clone" else s]
-                getattr(enc.layer[t], name).set_cores(aux_with(aux, fit.central))
-        elif cfg.sharing == "all":
-            w = weights[clone_layer] if init == "clone" else torch.stack(weights).mean(0)
-            fit = fit_shared_central([w], out_dims, in_dims, cfg.bond_dim, init="clone")
-            getattr(enc.layer[0], name).set_cores(aux_with(fit.auxiliary[0], fit.central))
-        else:
-            fits: dict[int, Any] = {}
-            for t, s in enumerate(tmap):
-                s = clone_layer if init == "clone" else s
-                if s not in fits:
-                    fits[s] = fit_shared_central(
-                        [weights[s]], out_dims, in_dims, cfg.bond_dim, init="clone"
-                    )
-                f = fits[s]
-                getattr(enc.layer[t], name).set_cores(aux_with(f.auxiliary[0], f.central))
-        errs = []
-        for t, s in enumerate(tmap):
-            mod = getattr(enc.layer[enc.layer_index(t)], name)
-            w = weights[s]
-            errs.append(
-                float(torch.linalg.norm(mod.mpo_weight().double() - w) / torch.linalg.norm(w))
-            )
-        report.relative_errors[name] = errs
+            central.copy_(mpos[0].cores[mpos[0].central_index])
+            report.objectives[name] = list(fit.objective)
+            report.sweeps[name], report.converged[name] = fit.sweeps, fit.converged
+            errors = list(fit.relative_errors)  # of each source layer's own cores
+            for module, layers, _ in groups:
+                module.linear(name).set_cores(mpos[tmap[layers[0]]].cores)
+        else:  # each module its own decomposition
+            errors = [0.0] * src_layers
+            done: dict[tuple[int, ...], tnlm.MPO] = {}  # modules of one source share it
+            for module, layers, srcs in groups:
+                key = (clone_layer,) if init == "clone" else tuple(srcs)
+                if key not in done:
+                    done[key] = _decompose(_mean([weights[i] for i in key]), shape, cfg.bond_dim)
+                mpo = done[key]
+                module.linear(name).set_cores(mpo.cores)
+                for i in {tmap[t] for t in layers}:
+                    errors[i] = _relative_error(mpo, weights[i])
+        report.relative_errors[name] = [errors[s] for s in tmap]
     all_errs = [e for v in report.relative_errors.values() for e in v]
     report.mean_relative_error = sum(all_errs) / len(all_errs) if all_errs else 0.0
     return report
 
 
-def aux_with(aux: list[torch.Tensor | None], central: torch.Tensor) -> list[torch.Tensor]:
-    """The full core list: ``aux`` with ``central`` at its ``None`` slot."""
-    return [central if c is None else c for c in aux]
+def _mean(weights: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(weights).mean(0)
+
+
+def _decompose(w: torch.Tensor, shape: Any, bond_dim: Any) -> tnlm.MPO:
+    """``w``'s TT-SVD (``tnlm.mpo_decompose``) with every bond at the layer's dimension:
+    ``shared_mpo_decompose`` of one matrix without a sweep is exactly that, its bonds
+    zero-padded where the numerical rank is lower."""
+    mpos, _ = tnlm.shared_mpo_decompose([w], shape, bond_dim, init="clone", max_sweeps=0)
+    return mpos[0]
+
+
+def _relative_error(mpo: tnlm.MPO, w: torch.Tensor) -> float:
+    """``||W - W'||_F / ||W||_F`` of the rebuilt ``mpo``."""
+    w64 = w.double()
+    return float(torch.linalg.norm(mpo.to_dense().double() - w64) / torch.linalg.norm(w64))
 
 
 # ---------------------------------------------------------------------------- export
@@ -618,7 +637,7 @@ def to_bert_state_dict(model: Any) -> dict[str, torch.Tensor]:
         out["bert." + hf] = params[prefix + ours].detach().clone()
     enc = model.encoder_module()
     for t in range(cfg.num_hidden_layers):
-        layer = enc.layer[enc.layer_index(t)]
+        layer = enc.layer_module(t)
         for name, sub in HF_LAYER_KEYS.items():
             mod = getattr(layer, name)
             w = mod.rebuild_weight() if isinstance(mod, MPOLinear) else mod.weight

@@ -16,6 +16,7 @@ The forward pass reads top to bottom as in Hugging Face's ``modeling_bert.py`` (
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,9 +319,45 @@ class MPOBertEncoder(nn.Module):
         self._weight_cache.clear()
         return super().train(mode)
 
+    # ------------------------------------------------------------------ sharing map
+    # Converters and initialisers ask these instead of reading the sharing mode.
     def layer_index(self, i: int) -> int:
         """Index into ``self.layer`` of the module that computes layer ``i``."""
+        if not 0 <= i < self.config.num_hidden_layers:
+            raise IndexError(
+                f"layer {i} outside [0, {self.config.num_hidden_layers}) (num_hidden_layers)"
+            )
         return 0 if self.config.sharing == "all" else i
+
+    def layer_module(self, i: int) -> MPOBertLayer:
+        """The module that computes layer ``i`` (one module for every layer under "all")."""
+        return cast(MPOBertLayer, self.layer[self.layer_index(i)])
+
+    def layer_groups(self) -> list[tuple[MPOBertLayer, list[int]]]:
+        """Each distinct layer module with the layers it computes, in order: one module and
+        every layer under "all", else one module per layer."""
+        groups: dict[int, list[int]] = {}
+        for i in range(self.config.num_hidden_layers):
+            groups.setdefault(self.layer_index(i), []).append(i)
+        return [(cast(MPOBertLayer, self.layer[j]), layers) for j, layers in groups.items()]
+
+    def shared_central(self, name: str) -> nn.Parameter | None:
+        """The central tensor of matrix ``name`` shared by every layer (``"central"``
+        sharing and ``name`` an MPO), else None."""
+        central = getattr(self, "central", None)
+        return central[name] if central is not None and name in central else None
+
+    def central_core_parameters(self) -> list[nn.Parameter]:
+        """The central core of every MPO matrix, each distinct tensor once: the shared
+        central tensors under "central" sharing, each layer module's own central cores
+        otherwise."""
+        seen: dict[int, nn.Parameter] = {}
+        for module, _ in self.layer_groups():
+            for name in MATRIX_NAMES:
+                lin = module.linear(name)
+                if isinstance(lin, MPOLinear):
+                    seen.setdefault(id(lin.central), lin.central)
+        return list(seen.values())
 
     @torch.no_grad()
     def layer_gradient_norms(self) -> list[float]:
@@ -379,11 +416,23 @@ class MPOBertPreTrainedModel(nn.Module):
         """Each distinct parameter once, under its first (canonical) name."""
         yield from self.named_parameters(remove_duplicate=True)
 
+    def central_core_parameters(self) -> list[nn.Parameter]:
+        """The central core of every MPO matrix, each distinct tensor once (for a separate
+        learning-rate factor or ``freeze="central"``): the shared central tensors under
+        ``sharing="central"``, every layer module's own central core under "none" and
+        "all" (see ``MPOBertEncoder.central_core_parameters``)."""
+        return self.encoder_module().central_core_parameters()
+
     def central_parameters(self) -> Iterator[nn.Parameter]:
-        """The shared central tensors (for a separate learning-rate factor)."""
-        for name, p in self.unique_named_parameters():
-            if "central" in name:
-                yield p
+        """Deprecated alias of :meth:`central_core_parameters` (the name suggested shared
+        tensors only; it returns every MPO matrix's central core)."""
+        warnings.warn(
+            "central_parameters() is deprecated; use central_core_parameters() (the same "
+            "tensors: every MPO matrix's central core, shared or not)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        yield from self.central_core_parameters()
 
     def num_parameters(self, unique: bool = True) -> int:
         """Number of parameters.
@@ -401,10 +450,11 @@ class MPOBertPreTrainedModel(nn.Module):
             return total
         cfg = self.config
         extra_layers = cfg.num_hidden_layers - 1
-        if cfg.sharing == "central":
-            total += extra_layers * sum(p.numel() for p in self.central_parameters())
-        elif cfg.sharing == "all":
-            total += extra_layers * sum(p.numel() for p in self.encoder_module().layer.parameters())
+        enc = self.encoder_module()
+        for module, layers in enc.layer_groups():  # a module used by several layers
+            total += (len(layers) - 1) * sum(p.numel() for p in module.parameters())
+        shared = [enc.shared_central(name) for name in MATRIX_NAMES]
+        total += extra_layers * sum(p.numel() for p in shared if p is not None)
         return total
 
     def encoder_module(self) -> MPOBertEncoder:

@@ -7,13 +7,14 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+import tnlm  # noqa: E402
 from tnlm_models import (  # noqa: E402
     MPOBertForMaskedLM,
     MPOBertForSequenceClassification,
     MPOBertModel,
 )
 from tnlm_models.convert import load_bert_state  # noqa: E402
-from tnlm_models.init import fit_shared_central, layer_map  # noqa: E402
+from tnlm_models.init import layer_map  # noqa: E402
 from tnlm_models.testing import random_batch, tiny_config  # noqa: E402
 
 V = 97
@@ -120,17 +121,19 @@ def test_fit_beats_clone_on_mean_layer_error(hf_mlm):
         model = MPOBertForMaskedLM.from_bert(hf_mlm, sharing="central", num_cores=3, init=init)
         reports[init] = model.conversion_report
     assert reports["fit"].mean_relative_error < reports["clone"].mean_relative_error
+    slack = 1e3 * torch.finfo(torch.float32).eps  # the fit runs in the weights' float32
     for name, history in reports["fit"].objectives.items():
-        assert all(b <= a * (1 + 1e-9) for a, b in zip(history, history[1:])), name
+        assert all(b <= a + slack * history[0] for a, b in zip(history, history[1:])), name
+        assert history[-1] < reports["clone"].objectives[name][0], name
     # Every per-layer error of "clone" outside the cloned layer is large; "fit" spreads it.
     errs = reports["clone"].relative_errors["query"]
     assert errs[0] < 1e-6 and min(errs[1:]) > 0.1
 
 
-def test_fit_shared_central_exact_for_identical_layers():
+def test_shared_fit_exact_for_identical_layers():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(24, 36, generator=g, dtype=torch.float64)
-    fit = fit_shared_central([w, w.clone()], (2, 3, 4), (3, 4, 3))
+    _, fit = tnlm.shared_mpo_decompose([w, w.clone()], ((2, 3, 4), (3, 4, 3)))
     assert max(fit.relative_errors) < 1e-10
 
 
