@@ -21,23 +21,25 @@ I/O), and ``MPOLinear.from_mpo(mpo)`` builds a layer from one.
 
 The forward pass chooses, by FLOP count for the actual number of input rows, between
 rebuilding ``W`` and doing one GEMM ("dense") or contracting the input through the cores
-("cores"); the choice and the contraction plans are cached per row count.
+("cores"). tnlm's planner (``tnlm.planning.plan_apply``, the one ``tnlm.MPO.apply`` uses)
+makes the choice and builds the contraction; it caches both on the layer's structure, the row
+count and the cost model.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 from typing import Any, cast
 
-import opt_einsum as oe
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import tnlm
+from tnlm.planning import DEFAULT_COST_MODEL, ApplyPlan, CostModel, plan_apply
 
 from ._fields import Bounds, check_value
 from .config import FORWARD_MODES, auto_factorize, check_factorization
@@ -152,7 +154,7 @@ class MPOLinear(nn.Module):
     forward_mode : {"auto", "dense", "cores"}
         "dense" rebuilds ``W`` and does one GEMM; "cores" contracts the input through the
         cores; "auto" picks the cheaper one for the input's row count, by FLOP counts
-        weighted as ``cores_flop_weight`` and ``dense_element_cost`` describe.
+        weighted by ``cost_model`` (``tnlm.planning.plan_apply``).
     std : float, default 0.02
         Target standard deviation of the rebuilt weight (see ``reset_parameters``).
     initialize : bool, default True
@@ -167,15 +169,11 @@ class MPOLinear(nn.Module):
     torch.Size([3, 8])
     """
 
-    #: How "auto" weighs the two FLOP counts (heuristics measured on a 2-core x86 CPU,
-    #: see docs/benchmarks.md; override per instance or subclass). The input
-    #: contraction is a chain of small permuted tensor products that run at a fraction of
-    #: a GEMM's throughput, so its FLOPs count ``cores_flop_weight`` times; the dense path
-    #: materialises ``W`` and its gradient (several memory-bound passes over out*in
-    #: elements: permutation, adapter, gradient), charged ``dense_element_cost``
-    #: FLOP-equivalents per weight element.
-    cores_flop_weight: float = 3.0
-    dense_element_cost: float = 600.0
+    #: How "auto" weighs the two FLOP counts: a ``tnlm.planning.CostModel``, or None for
+    #: ``tnlm.planning.DEFAULT_COST_MODEL`` (read at call time; the calibration
+    #: ``tnlm.MPO.apply`` uses, docs/theory.md Section 6). Set it per instance or subclass;
+    #: the choice is cached on it, so a new model takes effect at the next forward.
+    cost_model: CostModel | None = None
 
     def __init__(
         self,
@@ -260,7 +258,6 @@ class MPOLinear(nn.Module):
         if self.adapter_size:
             self.adapter_down = nn.Parameter(torch.empty(self.adapter_size, in_features, **factory))
             self.adapter_up = nn.Parameter(torch.zeros(out_features, self.adapter_size, **factory))
-        self._mode_cache: dict[int, str] = {}
         if initialize:
             self.reset_parameters(std, init_central=central is None)
         else:  # the owner (e.g. a model's init_weights) initialises; keep memory defined
@@ -374,23 +371,28 @@ class MPOLinear(nn.Module):
             getattr(self, self.core_name(k)).copy_(t)
 
     # ------------------------------------------------------------------ contraction plans
-    def _core_terms(self) -> tuple[list[str], str, str, str]:
-        """Einsum terms of the cores, the output legs, the input legs and the batch symbol.
+    def _apply_plan(self, rows: int) -> ApplyPlan:
+        """tnlm's plan for ``rows`` input rows (an empty input is planned as one row)."""
+        if rows < 0:
+            raise ValueError(f"rows must be an int >= 0; got {rows!r}")
+        return plan_apply(
+            [self.core_shape(k) for k in range(self.num_cores)],
+            max(rows, 1),
+            adapter_rank=self.adapter_size,
+            rebuild_flops=self.rebuild_flops(),
+            batch_first=True,
+            cost_model=self.cost_model,
+        )
 
-        Symbols come from ``opt_einsum.get_symbol``, so any number of cores gets distinct
-        indices (bonds ``0..n``, outputs ``n+1..2n``, inputs ``2n+1..3n``, batch ``3n+1``).
-        """
-        n = self.num_cores
-        bonds = [oe.get_symbol(k) for k in range(n + 1)]
-        outs = "".join(oe.get_symbol(n + 1 + k) for k in range(n))
-        ins = "".join(oe.get_symbol(2 * n + 1 + k) for k in range(n))
-        batch = oe.get_symbol(3 * n + 1)
-        terms = [bonds[k] + outs[k] + ins[k] + bonds[k + 1] for k in range(n)]
-        return terms, outs, ins, batch
+    @property
+    def cores_flop_weight(self) -> float:
+        """The cost model's weight on the cores path's FLOPs (set ``cost_model`` to change)."""
+        return (self.cost_model or DEFAULT_COST_MODEL).cores_flop_weight
 
-    def _input_eq(self) -> str:
-        terms, outs, ins, batch = self._core_terms()
-        return batch + ins + "," + ",".join(terms) + "->" + batch + outs  # (N, out_1..out_n)
+    @property
+    def dense_element_cost(self) -> float:
+        """The cost model's charge per materialised weight element (set ``cost_model``)."""
+        return (self.cost_model or DEFAULT_COST_MODEL).dense_element_cost
 
     def cost(self, rows: int) -> dict[str, int]:
         """FLOPs of the two strategies for an input with ``rows`` rows.
@@ -398,28 +400,21 @@ class MPOLinear(nn.Module):
         Returns
         -------
         dict
-            ``{"dense": rebuild + GEMM flops, "cores": input-contraction flops}``.
+            ``{"dense": rebuild + adapter + GEMM flops, "cores": input-contraction flops
+            (+ the adapter applied to the input)}``.
         """
-        shapes = [self.core_shape(k) for k in range(self.num_cores)]
-        rebuild = (
-            self.rebuild_flops() + 2 * self.adapter_size * self.in_features * self.out_features
-        )
-        gemm = 2 * rows * self.in_features * self.out_features
-        cores = _input_contraction_flops(self._input_eq(), (rows, *self.in_dims), tuple(shapes))
-        extra = 2 * rows * self.adapter_size * (self.in_features + self.out_features)
-        return {"dense": rebuild + gemm, "cores": cores + extra}
+        plan = self._apply_plan(rows)
+        return {"dense": plan.dense_flops, "cores": plan.cores_flops}
 
     def choose_mode(self, rows: int) -> str:
-        """The strategy the forward uses for ``rows`` input rows ("dense" or "cores")."""
+        """The strategy the forward uses for ``rows`` input rows ("dense" or "cores").
+
+        Under "auto", the method of ``tnlm.planning.plan_apply`` for this layer's core
+        shapes, adapter rank, ``rebuild_flops()`` and ``cost_model``.
+        """
         if self.forward_mode != "auto":
             return self.forward_mode
-        mode = self._mode_cache.get(rows)
-        if mode is None:
-            c = self.cost(rows)
-            dense = c["dense"] + self.dense_element_cost * self.in_features * self.out_features
-            mode = "cores" if self.cores_flop_weight * c["cores"] < dense else "dense"
-            self._mode_cache[rows] = mode
-        return mode
+        return self._apply_plan(rows).method
 
     # ------------------------------------------------------------------ forward
     def mpo_weight(self) -> torch.Tensor:
@@ -458,7 +453,14 @@ class MPOLinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """Alias of ``rebuild_weight()`` (so code written for ``nn.Linear`` can read it)."""
+        """Deprecated: use ``rebuild_weight()``. Not a stored tensor: every access rebuilds
+        ``W`` from the cores (a new tensor, autograd to the cores), and warns."""
+        warnings.warn(
+            "MPOLinear.weight rebuilds the matrix from the cores on every access and is "
+            "deprecated; call rebuild_weight() (or mpo_weight() for the cores alone)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.rebuild_weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -479,14 +481,15 @@ class MPOLinear(nn.Module):
             )
         lead = x.shape[:-1]
         rows = math.prod(lead)
-        if self.choose_mode(rows) == "dense":
+        plan = None if self.forward_mode == "dense" else self._apply_plan(rows)
+        if plan is None or (self.forward_mode == "auto" and plan.method == "dense"):
             return F.linear(x, self.rebuild_weight(), self.bias)
         x2 = x.reshape(rows, *self.in_dims)  # (N, in_1, ..., in_n)
         cores = list(self.cores)
         low = _autocast_dtype(x.device.type)
         if low is not None:  # autocast does not reach the tensordots of the contraction
             x2, cores = x2.to(low), [c.to(low) for c in cores]
-        y = tnlm.contract(self._input_eq(), x2, *cores)  # (N, out_1, ..., out_n)
+        y = tnlm.contract(plan.equation, *cores, x2, optimize=list(plan.path))  # (N, out_1..)
         y = y.reshape(*lead, self.out_features)  # (..., out)
         if self.adapter_down is not None and self.adapter_up is not None:
             y = y + (x @ self.adapter_down.T) @ self.adapter_up.T  # (..., r) -> (..., out)
@@ -627,9 +630,9 @@ class MPOLinear(nn.Module):
         >>> W = np.random.default_rng(0).standard_normal((24, 12))
         >>> mpo = tnlm.mpo_decompose(W, ((2, 3, 4), (3, 2, 2)), bond_dim=4)
         >>> lin = MPOLinear.from_mpo(mpo, bias=np.zeros(24))
-        >>> lin.out_dims, lin.in_dims, lin.bond_dims, lin.weight.dtype
+        >>> lin.out_dims, lin.in_dims, lin.bond_dims, lin.rebuild_weight().dtype
         ((2, 3, 4), (3, 2, 2), (1, 4, 4, 1), torch.float64)
-        >>> bool(np.allclose(lin.weight.detach().numpy(), mpo.to_dense()))
+        >>> bool(np.allclose(lin.rebuild_weight().detach().numpy(), mpo.to_dense()))
         True
         """
         if not isinstance(mpo, tnlm.MPO):
@@ -817,14 +820,6 @@ def _rebuild(layers: Sequence[MPOLinear], with_adapter: bool) -> torch.Tensor:
         down = torch.stack([cast(torch.Tensor, layer.adapter_down) for layer in layers])
         w = torch.baddbmm(w, up, down)  # (L, out, r) @ (L, r, in)
     return w
-
-
-@functools.lru_cache(maxsize=1024)
-def _input_contraction_flops(
-    eq: str, x_shape: tuple[int, ...], core_shapes: tuple[tuple[int, ...], ...]
-) -> int:
-    """FLOPs of the input contraction (memoised: layers of one model share shapes)."""
-    return tnlm.contract_cost(eq, x_shape, *core_shapes).flops
 
 
 def _pad_cores(cores: list[Any], layer: MPOLinear) -> list[torch.Tensor]:
