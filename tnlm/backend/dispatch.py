@@ -112,7 +112,7 @@ def backend_name(x: Array) -> str:
 
 def dtype_name(x: Array) -> str:
     """Backend-neutral dtype name: 'float32', 'complex128', 'bfloat16', ..."""
-    return str(ar.get_dtype_name(x))
+    return str(x.dtype).replace("torch.", "")  # numpy and jax: numpy's name
 
 
 def is_complex(x: Array) -> bool:
