@@ -196,19 +196,27 @@ def _fix_column_signs(u: Array) -> Array:
     return u * B.like(np.where(top < 0, -1.0, 1.0), u)[None, :]
 
 
-def _sign_alignment(g: Array, ref: Array) -> tuple[Array, Array]:
+def _sign_alignment(
+    g: Array, ref: Array, left_free: bool = True, right_free: bool = True
+) -> tuple[Array, Array]:
     """Signs ``d`` (r,), ``e`` (s,) that make ``d_a e_b g[a, x, b]`` agree with ``ref``:
     a local maximiser of ``sum_ab d_a e_b H[a, b]``, ``H[a, b] = sum_x g[a,x,b] ref[a,x,b]``
-    (exact when ``g`` is ``ref`` with flipped signs, where ``H`` has rank one in sign)."""
+    (exact when ``g`` is ``ref`` with flipped signs, where ``H`` has rank one in sign).
+    A side with no cores to carry a sign (the shared core at an end of the chain) keeps
+    its signs at +1."""
     h = B.to_numpy(ar.do("sum", g * ref, axis=1)).astype(float)  # (r, s)
 
     def sign(x: Any) -> Any:
         return np.where(x < 0, -1.0, 1.0)
 
-    e = sign(h[int(np.argmax((h * h).sum(axis=1)))])
+    d, e = np.ones(h.shape[0]), np.ones(h.shape[1])
+    if right_free:
+        e = sign(h[int(np.argmax((h * h).sum(axis=1)))])
     for _ in range(4):
-        d = sign(h @ e)
-        e = sign(h.T @ d)
+        if left_free:
+            d = sign(h @ e)
+        if right_free:
+            e = sign(h.T @ d)
     return B.like(d, g), B.like(e, g)
 
 
@@ -393,7 +401,8 @@ def shared_mpo_decompose(
         for i, (u, v) in enumerate(own):
             if i != start:
                 g = ar.do("reshape", own_grams[i], (r, m, s))
-                d, e = _sign_alignment(g, ar.do("reshape", own_grams[start], (r, m, s)))
+                ref = ar.do("reshape", own_grams[start], (r, m, s))
+                d, e = _sign_alignment(g, ref, k > 0, k < len(sizes) - 1)
                 own[i] = (u * d[None, :], v * e[None, :])
                 g = g * ar.do("reshape", d, (r, 1, 1)) * ar.do("reshape", e, (1, 1, s))
                 own_grams[i] = ar.do("reshape", g, (r * m, s))
@@ -404,16 +413,20 @@ def shared_mpo_decompose(
     if taken == "aligned":
         core = mean(grams)
     floor = 100.0 * total * B.real_dtype_eps(blocks[0])  # rounding level of f
-    converged = history[0] <= floor
+    # one matrix: its TT-SVD (the clone) is the answer; sweeps optimise the block objective,
+    # which under inner bond caps is not the reconstruction error and could worsen it
+    converged = history[0] <= floor or count == 1
     sweeps = 0
     while not converged and sweeps < max_sweeps:
         core = mean(grams)  # the best C for the current L_l, R_l (after a clone: a step)
         for i, a in enumerate(blocks):
             c_rm_s = core  # (r m, s)
             sr = ar.do("reshape", ar.do("reshape", a, (p * m, q)) @ rights[i].T, (p, m * s))
-            lefts[i] = _polar(sr @ ar.do("reshape", c_rm_s, (r, m * s)).T)  # (P, r)
+            if k > 0:  # an end of the chain has no cores to hold a basis: it stays 1
+                lefts[i] = _polar(sr @ ar.do("reshape", c_rm_s, (r, m * s)).T)  # (P, r)
             t = ar.do("reshape", lefts[i].T @ ar.do("reshape", a, (p, m * q)), (r * m, q))
-            rights[i] = _polar(t.T @ c_rm_s).T  # (s, Q)
+            if k < len(sizes) - 1:
+                rights[i] = _polar(t.T @ c_rm_s).T  # (s, Q)
             g = t @ rights[i].T  # (r m, s)
             core = core + (g - grams[i]) / count
             grams[i] = g
