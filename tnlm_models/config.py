@@ -247,8 +247,9 @@ class MPOBertConfig:
         Cores per MPO matrix.
     factorizations : dict, optional
         ``{matrix_name: (out_dims, in_dims)}`` for any of ``MATRIX_NAMES``; matrices not
-        named use ``rule_factorize(dim, num_cores, factorization_rule)`` for each side. ``out_dims`` factor the
-        rows of the ``nn.Linear`` weight (``out_features``), ``in_dims`` its columns.
+        named use ``rule_factorize(dim, num_cores, factorization_rule)`` for each side.
+        ``out_dims`` factor the rows of the ``nn.Linear`` weight (``out_features``),
+        ``in_dims`` its columns.
     factorization_rule : {"paper", "balanced"}, default "paper"
         The official code's table for 768, 1024, 2048, 2304, 3072 and 4096 at 5 cores
         (balanced elsewhere), or tnlm's balanced split everywhere. At 48 layers, hidden 768
