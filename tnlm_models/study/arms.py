@@ -351,8 +351,8 @@ class Arm:
 def finetune_modes(arm: Arm, preset: Preset | None = None) -> tuple[str, ...]:
     """``("full", "central")`` for arms with central tensors (among the preset's
     ``central_finetune_arms`` when it names them), else ``("full",)``."""
-    chosen = preset is None or preset.central_finetune_arms is None
-    chosen = chosen or arm.name in (preset.central_finetune_arms or ())
+    names = None if preset is None else preset.central_finetune_arms
+    chosen = names is None or arm.name in names
     return ("full", "central") if arm.has_central and chosen else ("full",)
 
 
