@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
 import tnlm  # noqa: E402
+import tnlm.planning  # noqa: E402
 
 log = logging.getLogger("bench_apply")
 
@@ -105,14 +106,19 @@ def run_case(rows: int, cols: int, dtype: str, bond: int, batch: int, repeats: i
     cost = mpo.apply_cost(batch)
     fastest_peer = min(PEERS, key=lambda k: med[k])
     rec = {
-        "rows": rows, "cols": cols, "dtype": dtype, "bond_dim": bond, "batch": batch,
-        "bond_dims": mpo.bond_dims, "median_s": med,
-        "min_s": {k: min(v) for k, v in times.items()}, "times_s": times,
-        "load_average": os.getloadavg(), "rel_error": errors,
+        "rows": rows,
+        "cols": cols,
+        "dtype": dtype,
+        "bond_dim": bond,
+        "batch": batch,
+        "bond_dims": mpo.bond_dims,
+        "median_s": med,
+        "min_s": {k: min(v) for k, v in times.items()},
+        "times_s": times,
+        "load_average": os.getloadavg(),
+        "rel_error": errors,
         "flops": {"cores": cost["cores"], "dense": cost["dense"], "gemm": 2 * rows * cols * batch},
-        "auto_choice": (
-            "dense" if cost["dense"] <= tnlm.mpo.CORES_FLOP_WEIGHT * cost["cores"] else "cores"
-        ),
+        "auto_choice": tnlm.planning.plan_apply([tuple(c.shape) for c in mpo.cores], batch).method,
         "faster_peer": fastest_peer,
         "ratio_vs_faster_peer": med["tnlm-auto"] / med[fastest_peer],
         "ratio_torch_vs_faster_peer": med["tnlm-auto-torch"] / med[fastest_peer],
@@ -140,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = C.QUICK_SIZES if args.quick else C.SIZES
     payload: dict[str, Any] = {
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-        "machine": C.machine_info(), "repeats": args.repeats, "cases": [],
+        "machine": C.machine_info(),
+        "repeats": args.repeats,
+        "cases": [],
     }
     t0 = time.perf_counter()
     for rows, cols in sizes:
@@ -151,10 +159,21 @@ def main(argv: list[str] | None = None) -> int:
                 m = rec["median_s"]
                 log.info(
                     "%dx%d %s bond=%d  auto(%s) %.4fs cores %.4fs dense %.4fs torch %.4fs | "
-                    "%s %.4fs -> %.2fx | gemm %.4fs -> %.2fx", rows, cols, dtype, bond,
-                    rec["auto_choice"], m["tnlm-auto"], m["tnlm-cores"], m["tnlm-dense"],
-                    m["tnlm-auto-torch"], rec["faster_peer"], m[rec["faster_peer"]],
-                    rec["ratio_vs_faster_peer"], m["dense-gemm"], rec["ratio_vs_dense_gemm"],
+                    "%s %.4fs -> %.2fx | gemm %.4fs -> %.2fx",
+                    rows,
+                    cols,
+                    dtype,
+                    bond,
+                    rec["auto_choice"],
+                    m["tnlm-auto"],
+                    m["tnlm-cores"],
+                    m["tnlm-dense"],
+                    m["tnlm-auto-torch"],
+                    rec["faster_peer"],
+                    m[rec["faster_peer"]],
+                    rec["ratio_vs_faster_peer"],
+                    m["dense-gemm"],
+                    rec["ratio_vs_dense_gemm"],
                 )
                 C.write_json(args.out, payload)
     payload["wall_s"] = time.perf_counter() - t0
@@ -168,8 +187,11 @@ def main(argv: list[str] | None = None) -> int:
 def markdown_table(cases: list[dict[str, Any]]) -> str:
     """Median milliseconds (min in parentheses) and the ratios the issue asks for."""
     cols = ["tnlm-auto", "tnlm-cores", "tnlm-dense", "tnlm-auto-torch", *PEERS, "dense-gemm"]
-    head = ("| size | dtype | bond | auto picks | " + " | ".join(cols)
-            + " | auto / faster peer | auto / dense GEMM | auto / best tnlm method |")
+    head = (
+        "| size | dtype | bond | auto picks | "
+        + " | ".join(cols)
+        + " | auto / faster peer | auto / dense GEMM | auto / best tnlm method |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for c in cases:
         m, mn = c["median_s"], c["min_s"]
@@ -196,14 +218,17 @@ def plot(payload: dict[str, Any], path: str) -> None:
     fig, axes = plt.subplots(1, len(sizes), figsize=(3.6 * len(sizes), 3.6), squeeze=False)
     for ax, (rows, cols) in zip(axes[0], sizes):
         for bi, bond in enumerate(BONDS):
-            case = next((c for c in cases if (c["rows"], c["cols"], c["bond_dim"])
-                         == (rows, cols, bond)), None)
+            case = next(
+                (c for c in cases if (c["rows"], c["cols"], c["bond_dim"]) == (rows, cols, bond)),
+                None,
+            )
             if case is None:
                 continue
             gemm = case["median_s"]["dense-gemm"]
             vals = [case["median_s"][n] / gemm for n in names]
-            ax.bar([i + (bi - 0.5) * 0.38 for i in range(len(names))], vals, 0.38,
-                   label=f"bond {bond}")
+            ax.bar(
+                [i + (bi - 0.5) * 0.38 for i in range(len(names))], vals, 0.38, label=f"bond {bond}"
+            )
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set_yscale("log")
         ax.set_xticks(range(len(names)))

@@ -106,7 +106,7 @@ def test_central_sharing_shares_storage_and_gradients():
         assert len(aux) == L
     names = [n for n, _ in model.unique_named_parameters() if "central" in n]
     assert sorted(names) == sorted(f"bert.encoder.central.{n}" for n in MATRIX_NAMES)
-    assert len(list(model.central_parameters())) == len(MATRIX_NAMES)
+    assert len(list(model.central_core_parameters())) == len(MATRIX_NAMES)
     # The shared gradient is the sum of the per-layer gradients of unshared copies: the
     # same weights under sharing="none" (every layer its own copy of the central tensor).
     model = model.double().eval()  # no dropout: both models compute the same function

@@ -358,7 +358,7 @@ def test_lr_schedule_shapes():
 def test_parameter_groups_policy():
     model = MPOBertForMaskedLM(MPOBertConfig.from_dict({**TINY, "vocab_size": 100}))
     groups = parameter_groups(model, 0.01, ["bias", "LayerNorm", "norm"], central_lr_factor=0.5)
-    central = {id(p) for p in model.central_parameters()}
+    central = {id(p) for p in model.central_core_parameters()}
     assert central
     seen = set()
     for g in groups:

@@ -20,9 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 def central_parameter_ids(model: nn.Module) -> set[int]:
-    """Ids of the central tensors: ``model.central_parameters()`` when the model has it,
-    else parameters whose name contains ``"central"``."""
-    getter = getattr(model, "central_parameters", None)
+    """Ids of the central tensors: ``model.central_core_parameters()`` when the model has
+    it, else parameters whose name contains ``"central"``."""
+    getter = getattr(model, "central_core_parameters", None)
     if callable(getter):
         return {id(p) for p in getter()}
     return {id(p) for n, p in model.named_parameters() if "central" in n}
