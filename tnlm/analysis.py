@@ -267,7 +267,7 @@ def analyze_matrix(
     matrix: Array | MPO,
     shape: MatrixShape | None = None,
     *,
-    bond_dims: Iterable[int] | None = None,
+    bond_dims: Iterable[int] = (),
     name: str = "matrix",
 ) -> MatrixAnalysis:
     """Bond spectra, entropies and the error-versus-bond-dimension curve of one matrix.
@@ -280,7 +280,8 @@ def analyze_matrix(
     shape : int or (row_dims, col_dims)
         The factorisation, as for :func:`tnlm.mpo_decompose`; required for a dense matrix.
     bond_dims : iterable of int, optional
-        Caps of the error curve; default :func:`default_caps` of the exact bonds.
+        Caps added to the error curve's :func:`default_caps` of the exact bonds (powers of
+        two below the largest bond, and the largest bond).
     name : str
         The matrix's name (its group is :func:`group_name` of it).
 
@@ -292,11 +293,11 @@ def analyze_matrix(
     --------
     >>> import numpy as np
     >>> W = np.diag([4.0, 0.0, 0.0, 3.0])   # 4 E11 (x) E11 + 3 E22 (x) E22: spectrum (4, 3)
-    >>> a = analyze_matrix(W, ((2, 2), (2, 2)), bond_dims=[1, 2])
+    >>> a = analyze_matrix(W, ((2, 2), (2, 2)))
     >>> [round(float(s), 12) for s in a.spectra[0]]
     [4.0, 3.0, 0.0, 0.0]
-    >>> [round(p.relative_error, 12) for p in a.curve]                # 3 / 5 at cap 1
-    [0.6, 0.0]
+    >>> [(p.bond_dim, round(p.relative_error, 12)) for p in a.curve]   # 3 / 5 at cap 1
+    [(1, 0.6), (2, 0.0), (4, 0.0)]
     """
     if isinstance(matrix, MPO):
         if shape is not None:
@@ -319,7 +320,7 @@ def analyze_matrix(
         kept = mpo.report.kept if mpo.report is not None else ()  # every decomposition has one
         spectra = [np.asarray(B.to_numpy(s), dtype=np.float64) for s in kept]
         kind = "dense"
-    caps = default_caps(mpo.bond_dims) if bond_dims is None else list(bond_dims)
+    caps = default_caps(mpo.bond_dims) + list(bond_dims)
     return MatrixAnalysis(
         name=name,
         kind=kind,
@@ -445,7 +446,7 @@ def format_shares(shares: ParameterShares) -> str:
         )
     lines.append(
         f"total {shares.total:,} parameters; shared central tensors (names matching "
-        f"{shares.shared_pattern!r}): {len(shares.shared_tensors)} tensors, "
+        f"{shares.shared_pattern!r}): {len(shares.shared_tensors)} tensor(s), "
         f"{shares.shared_parameters:,} parameters ({100 * shares.shared_share:.2f}%)"
     )
     return "\n".join(lines)
@@ -536,7 +537,7 @@ def plot_group(analyses: Sequence[MatrixAnalysis], path: str, *, title: str | No
     cols = min(m, _FIGURE_COLUMNS)
     blocks = math.ceil(m / cols)
     fig = Figure(figsize=(2.6 * cols + 0.6, 4.6 * blocks + 0.4))
-    axes = fig.subplots(2 * blocks, cols, squeeze=False)
+    axes = fig.subplots(2 * blocks, cols, squeeze=False, sharey="row")  # layers comparable
     for i in range(blocks * cols):
         top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
         if i >= m:
@@ -554,25 +555,25 @@ def plot_group(analyses: Sequence[MatrixAnalysis], path: str, *, title: str | No
             top.set_ylabel("singular value", fontsize=8)
         if i == 0:
             top.legend(fontsize=6)
-        if a.curve:
-            r = [p.bond_dim for p in a.curve]
-            floor = 1e-17
+        curve = [p for p in a.curve if p.relative_error > 0]  # 0 (nothing cut) is off the log
+        if curve:
+            r = [p.bond_dim for p in curve]
             bottom.fill_between(
                 r,
-                [max(p.lower_bound, floor) for p in a.curve],
-                [max(p.upper_bound, floor) for p in a.curve],
+                [max(p.lower_bound, 1e-300) for p in curve],
+                [p.upper_bound for p in curve],
                 color="0.85",
                 label="spectral bounds",
             )
-            bottom.loglog(
-                r, [max(p.relative_error, floor) for p in a.curve], "o-", ms=3, label="TT-SVD"
-            )
+            bottom.plot(r, [p.relative_error for p in curve], "o-", ms=3, label="TT-SVD")
+            bottom.set_xscale("log", base=2)
+            bottom.set_yscale("log")
         bottom.set_xlabel("bond dimension cap", fontsize=8)
         bottom.tick_params(labelsize=7)
         bottom.grid(True, which="both", alpha=0.3)
         if i % cols == 0:
             bottom.set_ylabel("relative error", fontsize=8)
-        if i == 0:
+        if i == 0 and curve:
             bottom.legend(fontsize=6)
     fig.suptitle(title or analyses[0].group, fontsize=10)
     fig.tight_layout()

@@ -5,6 +5,7 @@ Usage::
     tnlm decompose W.npy --shape 5 --bond-dim 64 --png spectra.png
     tnlm decompose model.safetensors --key bert.encoder.layer.0.output.dense.weight \\
         --shape 4,4,4,4,3x4,4,8,6,4 --tol 0.1 --save dense_mpo.npz
+    tnlm analyze bert-base-uncased/ --shape 5 --keys 'attention' --json bert.json --png figs/
     tnlm --version
 
 Exit status: 0 on success; 2 on bad input (one line on stderr, nothing written: every
@@ -21,21 +22,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import json
 import math
 import os
 import pickle
+import re
 import shutil
 import sys
 import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import numpy as np
 
+from . import analysis as A
 from . import backend as B
-from .decompose import mpo_decompose
+from .decompose import mpo_decompose, resolve_matrix_shape
 from .mpo import MPO
 from .truncation import SVD_METHODS
 
@@ -173,7 +179,9 @@ def _read_npy(path: str, size: int) -> Any:
         raise CLIError(f"{path} is not a readable .npy array ({_one_line(e)})") from None
 
 
-def _read_npz(path: str, key: str | None) -> tuple[Any, str, str | None]:
+def _npz_headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+    """Shape and dtype of every array in a ``.npz`` archive, each header checked against the
+    size the archive really stores (before anything is allocated)."""
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
@@ -187,7 +195,7 @@ def _read_npz(path: str, key: str | None) -> tuple[Any, str, str | None]:
                 f"{path} is an MPO saved by tnlm, not a matrix; read it with tnlm.load, or "
                 "pass the dense matrix file"
             )
-        shapes: dict[str, tuple[int, ...]] = {}
+        headers: dict[str, tuple[tuple[int, ...], np.dtype[Any]]] = {}
         for name, info in members.items():
             try:
                 with zf.open(info) as m:
@@ -206,8 +214,13 @@ def _read_npz(path: str, key: str | None) -> tuple[Any, str, str | None]:
                 math.prod(shape) * dtype.itemsize,
                 size - header_len,
             )
-            shapes[name] = shape
-        name, note = _choose(shapes, key, path, "array")
+            headers[name] = shape, dtype
+    return headers
+
+
+def _read_npz(path: str, key: str | None) -> tuple[Any, str, str | None]:
+    shapes = {name: shape for name, (shape, _) in _npz_headers(path).items()}
+    name, note = _choose(shapes, key, path, "array")
     try:
         with np.load(path, allow_pickle=False) as f:
             return f[name], name, note
@@ -258,7 +271,8 @@ def _read_safetensors(path: str, key: str | None) -> tuple[Any, str, list[str]]:
     return W, name, notes
 
 
-def _read_torch(path: str, key: str | None) -> tuple[Any, str | None, str | None]:
+def _torch_load(path: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; one-line CLIErrors."""
     try:
         import torch
     except ImportError:
@@ -267,7 +281,7 @@ def _read_torch(path: str, key: str | None) -> tuple[Any, str | None, str | None
             "pip install 'tnlm[torch]'"
         ) from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         lines = str(e).splitlines()
         why = next(
@@ -285,6 +299,12 @@ def _read_torch(path: str, key: str | None) -> tuple[Any, str | None, str | None
             f"{path} is not a readable PyTorch file ({_one_line(lines[0] if lines else e)}); "
             "expected a tensor or a state dict saved with torch.save"
         ) from None
+
+
+def _read_torch(path: str, key: str | None) -> tuple[Any, str | None, str | None]:
+    obj = _torch_load(path)
+    import torch  # _torch_load has checked that it is installed
+
     if isinstance(obj, torch.Tensor):
         if key is not None:
             raise CLIError(f"--key {key!r} given, but {path} holds a single tensor, not a dict")
@@ -364,6 +384,167 @@ def load_matrix(path: str, key: str | None = None) -> Any:
         or its array is not 2-D.
     """
     return _read_matrix(path, key)[0]
+
+
+# --------------------------------------------------------------------------- reading many
+
+
+_WEIGHT_EXTENSIONS = (".safetensors", ".npz", ".pt", ".pth", ".npy")
+_SAFETENSORS_FLOATS = ("F16", "BF16", "F32", "F64", "C64", "C128")
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """One stored tensor: where it is, its shape, whether it holds weights (a floating or
+    complex dtype), and how to read it (nothing is read until it is analysed)."""
+
+    file: str
+    name: str
+    shape: tuple[int, ...]
+    floating: bool
+    load: Callable[[], Any]
+
+
+def _weight_files(path: str) -> tuple[list[str], str | None]:
+    """The files ``tnlm analyze`` reads for ``path``, and a note on the choice.
+
+    A file is read itself. In a folder (not recursively) the ``.safetensors`` files are read
+    if there are any (weights by design; ``.pt`` files beside them are training state or the
+    same weights again); otherwise its ``.npz``, ``.pt``/``.pth`` and ``.npy`` files.
+    """
+    if not os.path.exists(path):
+        raise CLIError(f"no such file or folder: {path}")
+    if not os.path.isdir(path):
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in _WEIGHT_EXTENSIONS:
+            raise CLIError(
+                f"unsupported file type {ext or '(no extension)'!r} for {path}; expected "
+                f"{_EXTENSIONS}, or a folder of them"
+            )
+        return [path], None
+    found = sorted(
+        os.path.join(path, f)
+        for f in os.listdir(path)
+        if os.path.splitext(f)[1].lower() in _WEIGHT_EXTENSIONS
+        and os.path.isfile(os.path.join(path, f))
+    )
+    safetensors = [f for f in found if f.lower().endswith(".safetensors")]
+    if safetensors:
+        others = len(found) - len(safetensors)
+        note = (
+            f"{path}: read its .safetensors files; {others} other weight file(s) beside them "
+            "not read"
+            if others
+            else None
+        )
+        return safetensors, note
+    if not found:
+        raise CLIError(
+            f"{path} holds no weight files; expected {_EXTENSIONS} files directly in the folder"
+        )
+    return found, None
+
+
+def _stored_npz(path: str) -> list[_Stored]:
+    def loader(name: str) -> Callable[[], Any]:
+        def load() -> Any:
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    return f[name]
+            except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:
+                raise CLIError(f"{path}: array {name!r} is unreadable ({_one_line(e)})") from None
+
+        return load
+
+    return [
+        _Stored(path, name, shape, dtype.kind in "fc", loader(name))
+        for name, (shape, dtype) in _npz_headers(path).items()
+    ]
+
+
+def _stored_safetensors(path: str) -> list[_Stored]:
+    try:
+        from safetensors import SafetensorError, safe_open
+    except ImportError:
+        raise CLIError(
+            f"reading {path} needs the safetensors package, which is not installed; install "
+            "it with: pip install safetensors"
+        ) from None
+    try:
+        with safe_open(path, framework="numpy") as f:
+            slices = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            info = {k: (tuple(sl.get_shape()), sl.get_dtype()) for k, sl in slices.items()}
+    except SafetensorError as e:
+        raise CLIError(f"{path} is not a valid .safetensors file: {_one_line(e)}") from None
+
+    def loader(name: str, dtype: str) -> Callable[[], Any]:
+        def load() -> Any:
+            if dtype == "BF16":  # numpy has no bfloat16: upcast through torch (exact)
+                try:
+                    with safe_open(path, framework="pt") as f:
+                        return f.get_tensor(name).float().numpy()
+                except ImportError:
+                    raise CLIError(
+                        f"{path}[{name!r}] is bfloat16, which numpy cannot hold; reading it "
+                        "needs torch: pip install 'tnlm[torch]'"
+                    ) from None
+            with safe_open(path, framework="numpy") as f:
+                return f.get_tensor(name)
+
+        return load
+
+    return [
+        _Stored(path, k, shape, dtype in _SAFETENSORS_FLOATS, loader(k, dtype))
+        for k, (shape, dtype) in info.items()
+    ]
+
+
+def _stored_torch(path: str) -> list[_Stored]:
+    obj = _torch_load(path)
+    import torch  # _torch_load has checked that it is installed
+
+    if isinstance(obj, torch.Tensor):
+        obj = {os.path.splitext(os.path.basename(path))[0]: obj}
+    if not isinstance(obj, dict):
+        raise CLIError(
+            f"{path} holds a {type(obj).__name__}; expected a tensor or a state dict of tensors"
+        )
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CLIError(f"{path} holds no tensors; expected a tensor or a state dict of tensors")
+
+    def loader(v: Any) -> Callable[[], Any]:
+        def load() -> Any:  # numpy has no bfloat16: upcast (exact)
+            return v.detach().float() if v.dtype == torch.bfloat16 else v.detach()
+
+        return load
+
+    return [
+        _Stored(
+            path,
+            k,
+            tuple(int(d) for d in v.shape),
+            v.is_floating_point() or v.is_complex(),
+            loader(v),
+        )
+        for k, v in tensors.items()
+    ]
+
+
+def _stored_tensors(path: str) -> list[_Stored]:
+    """Every tensor of one weight file (shapes read, data not yet)."""
+    if os.path.getsize(path) == 0:
+        raise CLIError(f"{path} is empty (0 bytes); expected a weight file ({_EXTENSIONS})")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npy":
+        a = _read_npy(path, os.path.getsize(path))
+        name = os.path.splitext(os.path.basename(path))[0]
+        return [_Stored(path, name, tuple(a.shape), a.dtype.kind in "fc", lambda: a)]
+    if ext == ".npz":
+        return _stored_npz(path)
+    if ext == ".safetensors":
+        return _stored_safetensors(path)
+    return _stored_torch(path)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -558,6 +739,44 @@ def _parser() -> argparse.ArgumentParser:
         "--save", metavar="PATH", help="write the MPO to this .npz file (tnlm.load reads it)"
     )
     d.add_argument("--force", action="store_true", help="overwrite existing output files")
+    a = sub.add_parser(
+        "analyze",
+        help="bond spectra, entropies, error-vs-bond-dimension curves and parameter shares of "
+        "every matrix in a weight file or folder",
+    )
+    a.add_argument(
+        "weights",
+        metavar="WEIGHTS",
+        help=f"a weight file ({_EXTENSIONS}) or a folder of them (a model checkpoint, a "
+        "Hugging Face model folder)",
+    )
+    a.add_argument(
+        "--shape",
+        required=True,
+        help="factorisation of the dense matrices: n (cores, balanced factors) or ROWS x COLS",
+    )
+    a.add_argument(
+        "--keys",
+        metavar="REGEX",
+        help="analyse only the matrices whose name this regular expression matches (re.search)",
+    )
+    a.add_argument(
+        "--shared",
+        metavar="REGEX",
+        default=A.DEFAULT_SHARED,
+        help="names of the shared central tensors (default: a path component 'central')",
+    )
+    a.add_argument(
+        "--bond-dims",
+        default="4,16,64",
+        help="bond dimension caps whose error the table shows (comma-separated; default "
+        "4,16,64); the curve also has every power of two below the largest bond",
+    )
+    a.add_argument("--json", metavar="PATH", help="write the full analysis to this JSON file")
+    a.add_argument(
+        "--png", metavar="DIR", help="write one figure per group of matrices into this folder"
+    )
+    a.add_argument("--force", action="store_true", help="overwrite existing output files")
     return p
 
 
@@ -631,20 +850,263 @@ def _decompose(args: argparse.Namespace) -> int:
     return status
 
 
+def _report_write(
+    command: str, option: str, path: str, write: Callable[[str], None], force: bool
+) -> bool:
+    """Write one output atomically; on failure print one line on stderr and return False."""
+    try:
+        _write_atomic(path, write, force)
+    except FileExistsError:
+        print(
+            f"tnlm {command}: error: {option} {path} appeared while tnlm was working; not "
+            "overwritten (pass --force to overwrite it)",
+            file=sys.stderr,
+        )
+        return False
+    except (OSError, ValueError, RuntimeError, MemoryError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else f"{e}"
+        print(
+            f"tnlm {command}: error: could not write {option} {path}: "
+            f"{_one_line(why or type(e).__name__)}",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def _compile(option: str, pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise CLIError(
+            f"{option} {pattern!r} is not a valid regular expression ({e}); expected a Python "
+            r"regular expression such as 'layer\.0\.' or 'query|key'"
+        ) from None
+
+
+def _parse_caps(text: str) -> list[int]:
+    try:
+        caps = [int(v) for v in text.split(",")]
+    except ValueError:
+        caps = [0]
+    if not caps or min(caps) < 1:
+        raise CLIError(
+            f"--bond-dims {text!r} is not understood; expected comma-separated ints >= 1, "
+            "e.g. 4,16,64"
+        )
+    return sorted(set(caps))
+
+
+def _model_hook() -> Any:
+    """``tnlm_models.analysis`` when it can be imported (tnlm never needs it), else None."""
+    try:
+        return importlib.import_module("tnlm_models.analysis")
+    except ImportError:
+        return None
+
+
+def _figure_names(groups: Sequence[str]) -> dict[str, str]:
+    """A file name per group: ``*`` becomes ``N``, anything but ``[A-Za-z0-9._-]`` ``_``."""
+    names: dict[str, str] = {}
+    used: set[str] = set()
+    for g in groups:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", g.replace("*", "N")).strip("._")[:150] or "group"
+        name, i = base + ".png", 2
+        while name.lower() in used:
+            name, i = f"{base}-{i}.png", i + 1
+        used.add(name.lower())
+        names[g] = name
+    return names
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    # ---- every argument, input and output checked before any work
+    shape = parse_shape(args.shape)
+    caps = _parse_caps(args.bond_dims)
+    keys = _compile("--keys", args.keys) if args.keys is not None else None
+    shared = _compile("--shared", args.shared).pattern
+    notes: list[str] = []
+    source = args.weights
+    hook = _model_hook() if os.path.isdir(source) else None
+    folder = hook.checkpoint_folder(source) if hook is not None else None
+    if folder is not None and os.path.abspath(folder) != os.path.abspath(source):
+        notes.append(f"{source} is a training run; analysing its checkpoint {folder}")
+        source = str(folder)
+    files, note = _weight_files(source)
+    notes += [note] if note else []
+    stored: dict[str, _Stored] = {}
+    for f in files:
+        for t in _stored_tensors(f):
+            if t.name in stored:
+                raise CLIError(
+                    f"tensor {t.name!r} is in both {stored[t.name].file} and {f}; expected each "
+                    "name once (pass one of the files)"
+                )
+            stored[t.name] = t
+    mpos: dict[str, Any] = {}
+    if folder is not None and hook is not None:
+        mpos = dict(hook.layer_mpos(folder))
+        notes.append(
+            f"{len(mpos)} MPO layers of the checkpoint rebuilt by tnlm_models (kind 'mpo': "
+            "their cores, analysed in canonical form; adapters and biases are tensors of their own)"
+        )
+    matrices: dict[str, Any] = {n: t for n, t in stored.items() if len(t.shape) == 2 and t.floating}
+    matrices.update(mpos)
+    everything = sorted(matrices, key=A.group_key)
+    chosen = [n for n in everything if keys is None or keys.search(n)]
+    if not chosen:
+        listing = ", ".join(everything[:_MAX_LISTED]) + (
+            f" ... and {len(everything) - _MAX_LISTED} more"
+            if len(everything) > _MAX_LISTED
+            else ""
+        )
+        if not everything:
+            raise CLIError(
+                f"{args.weights} holds no matrix ({len(stored)} tensors, none 2-D and floating); "
+                "expected at least one 2-D weight tensor"
+            )
+        raise CLIError(
+            f"--keys {args.keys!r} matches none of the {len(everything)} matrices in "
+            f"{args.weights}: {listing}"
+        )
+    dense_shape: dict[str, Any] = {}
+    skipped: list[tuple[str, str]] = []
+    for n in chosen:
+        if n in mpos:
+            continue
+        rows, cols = stored[n].shape
+        if isinstance(shape, int):
+            if shape > _max_cores(rows, cols):
+                skipped.append((n, f"{rows} x {cols} cannot split into {shape} cores"))
+                continue
+        else:
+            try:
+                resolve_matrix_shape(shape, rows, cols)
+            except (ValueError, TypeError) as e:
+                raise CLIError(
+                    f"--shape {args.shape} does not fit {n} ({rows} x {cols}): {_one_line(e)}; "
+                    "select matrices of one shape with --keys, or pass --shape n"
+                ) from None
+        dense_shape[n] = shape
+    if mpos and not isinstance(shape, int) and any(n in mpos for n in chosen):
+        notes.append("--shape applies to the dense matrices; MPO layers keep their own factors")
+    outputs: list[tuple[str, str]] = []
+    if args.json is not None:
+        _check_output("--json", args.json, args.force)
+        outputs.append(("--json", args.json))
+    figure_names: dict[str, str] = {}
+    if args.png is not None:
+        _plot_formats()
+        if os.path.exists(args.png) and not os.path.isdir(args.png):
+            raise CLIError(f"--png {args.png} is a file; expected a folder (created if missing)")
+        parent = os.path.dirname(os.path.abspath(args.png))
+        if not os.path.isdir(parent):
+            raise CLIError(f"--png {args.png}: folder {parent} does not exist; create it first")
+        groups = sorted(
+            {A.group_name(n) for n in chosen if n not in dict(skipped)}, key=A.group_key
+        )
+        figure_names = _figure_names(groups)
+        if os.path.isdir(args.png):
+            for name in figure_names.values():
+                _check_output("--png", os.path.join(args.png, name), args.force)
+        elif not os.access(parent, os.W_OK):
+            raise CLIError(f"--png {args.png}: cannot write in folder {parent}")
+
+    # ---- the work
+    results: list[A.MatrixAnalysis] = []
+    for n in chosen:
+        if n not in mpos and n not in dense_shape:
+            continue
+        try:
+            if n in mpos:
+                results.append(A.analyze_matrix(mpos[n], bond_dims=caps, name=n))
+            else:
+                W = stored[n].load()
+                results.append(A.analyze_matrix(W, dense_shape[n], bond_dims=caps, name=n))
+        except (ValueError, TypeError) as e:
+            skipped.append((n, _one_line(e)))
+    if not results:
+        n, why = skipped[0]
+        raise CLIError(f"no matrix could be analysed; {n}: {why}")
+    sizes = {n: math.prod(t.shape) for n, t in stored.items() if t.floating}
+    shares = A.parameter_shares(sizes, shared)
+    for note in notes:
+        print(f"note: {note}")
+    for n, why in skipped:
+        print(f"skipped {n}: {why}")
+    print(
+        f"input {args.weights}: {len(files)} file(s), {len(stored)} tensors, "
+        f"{len(results)} matrices analysed"
+    )
+    print(A.format_analysis(results, caps))
+    print()
+    print(A.format_shares(shares))
+    print(
+        "err@r: relative Frobenius error of TT-SVD with every bond capped at r (exact); the "
+        "JSON file also gives the spectral bounds"
+    )
+    doc = {
+        "tnlm_version": _version(),
+        "input": args.weights,
+        "files": files,
+        "shape": args.shape,
+        "notes": notes,
+        "skipped": [{"name": n, "reason": why} for n, why in skipped],
+        **A.analysis_to_json(results, shares),
+    }
+    status = 0
+    for option, path in outputs:
+        text = json.dumps(doc, indent=1, allow_nan=False)
+
+        def write_json(tmp: str, text: str = text) -> None:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+
+        if _report_write("analyze", option, path, write_json, args.force):
+            print(f"analysis written to {path}")
+        else:
+            status = 1
+    if args.png is not None:
+        os.makedirs(args.png, exist_ok=True)
+        by_group: dict[str, list[A.MatrixAnalysis]] = {}
+        for r in results:
+            by_group.setdefault(r.group, []).append(r)
+        written = 0
+        for g, members in by_group.items():
+            path = os.path.join(args.png, figure_names[g])
+
+            def plot(tmp: str, members: list[A.MatrixAnalysis] = members, g: str = g) -> None:
+                A.plot_group(members, tmp, title=g)
+
+            if _report_write("analyze", "--png", path, plot, args.force):
+                written += 1
+            else:
+                status = 1
+        print(f"{written} figure(s) written to {args.png}")
+    return status
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tnlm`` console script; returns the exit status."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, or a one-line usage error
         return e.code if isinstance(e.code, int) else 2
+    run = _analyze if args.command == "analyze" else _decompose
     try:
-        return _decompose(args)
+        return run(args)
     except MemoryError:
-        print("tnlm decompose: error: out of memory", file=sys.stderr)
+        print(f"tnlm {args.command}: error: out of memory", file=sys.stderr)
         return 1
     except (ValueError, TypeError, OSError) as e:
         msg = e.args[0] if isinstance(e, OSError) and len(e.args) == 1 else e
-        print(f"tnlm decompose: error: {_one_line(msg)}", file=sys.stderr)
+        print(f"tnlm {args.command}: error: {_one_line(msg)}", file=sys.stderr)
         return 2
 
 
