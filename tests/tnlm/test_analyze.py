@@ -500,3 +500,16 @@ def test_subprocess_bad_input_has_no_traceback(tmp_path) -> None:
     assert (
         one_line(proc.stderr) == f"tnlm analyze: error: no such file or folder: {tmp_path / 'nope'}"
     )
+
+
+def test_tnlm_imports_no_model_code() -> None:
+    """tnlm's command and analysis import neither tnlm_models nor torch nor matplotlib until a
+    folder, a .pt file or --png asks for them."""
+    code = (
+        "import sys, tnlm.cli, tnlm.analysis; "
+        "print([m for m in ('tnlm_models', 'torch', 'matplotlib') if m in sys.modules])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert proc.stdout.strip() == "[]"
