@@ -513,3 +513,36 @@ def test_tnlm_imports_no_model_code() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert proc.stdout.strip() == "[]"
+
+
+def test_hugging_face_bert_folder(tmp_path, capsys) -> None:
+    """A folder written by transformers' save_pretrained: its config.json is not ours, so the
+    dense 2-D weights are analysed and the layers grouped by the numeric rule."""
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=20,
+    )  # fmt: skip
+    model = transformers.BertModel(cfg)
+    model.save_pretrained(tmp_path / "bert", safe_serialization=True)
+    rc, out, err = run(capsys, tmp_path / "bert", "--shape", "2", "--keys", "attention.self.query",
+                       "--json", tmp_path / "a.json", "--png", tmp_path / "figs")  # fmt: skip
+    assert rc == 0, err
+    doc = json.loads((tmp_path / "a.json").read_text())
+    names = [m["name"] for m in doc["matrices"]]
+    assert [n.split("encoder.")[-1] for n in names] == [
+        "layer.0.attention.self.query.weight",
+        "layer.1.attention.self.query.weight",
+    ]
+    state = model.state_dict()
+    for m in doc["matrices"]:
+        key = m["name"] if m["name"] in state else m["name"].split(".", 1)[1]
+        W = state[key].double().numpy()
+        for s, want in zip(m["spectra"], unfolding_spectra(W, (4, 4), (4, 4))):
+            np.testing.assert_allclose(s, want, rtol=0, atol=1e-6 * want[0])
+    assert {m["kind"] for m in doc["matrices"]} == {"dense"}
+    assert doc["parameters"]["shared_central"]["tensors"] == []
+    assert doc["parameters"]["total"] == model.num_parameters()
+    (fig,) = os.listdir(tmp_path / "figs")
+    assert fig.endswith("encoder.layer.N.attention.self.query.weight.png")
