@@ -19,6 +19,7 @@ MODULES = (
     "tnlm_models.convert",
     "tnlm_models.serialization",
     "tnlm_models.testing",
+    "tnlm_models.analysis",
 )
 
 
