@@ -15,6 +15,7 @@ The forward pass reads top to bottom as in Hugging Face's ``modeling_bert.py`` (
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -242,6 +243,45 @@ class MPOBertLayer(nn.Module):
         return self.output_norm(self.residual(x) + out)  # (B, T, hidden)
 
 
+class _StepWeights:
+    """The weights ``MPOBertEncoder.step_weights`` rebuilt once: the rebuild's outputs
+    (with their graph to the cores) and the detached leaves the passes use."""
+
+    def __init__(self) -> None:
+        self.rebuilt: dict[str, torch.Tensor] = {}
+        self.leaves: dict[str, torch.Tensor] = {}
+        self.versions: tuple[Any, ...] | None = None
+
+    def weights(self, encoder: MPOBertEncoder, rows: int) -> dict[str, torch.Tensor]:
+        versions = _parameter_versions([m for m in encoder.modules() if isinstance(m, MPOLinear)])
+        if self.versions is None:
+            self.versions = versions
+            encoder._step = None  # rebuild as a plain training forward would
+            try:
+                self.rebuilt = encoder.rebuild_weights(rows)
+            finally:
+                encoder._step = self
+            self.leaves = {
+                name: w.detach().requires_grad_(w.requires_grad) for name, w in self.rebuilt.items()
+            }
+        elif versions != self.versions:
+            raise RuntimeError(
+                "parameters changed inside step_weights(): the weights rebuilt at its start "
+                "would be stale; step the optimizer after leaving the block"
+            )
+        return self.leaves
+
+    def backward(self) -> None:
+        """Back-propagate the leaves' summed gradients through the rebuild, once."""
+        pairs = [
+            (self.rebuilt[name], leaf.grad)
+            for name, leaf in self.leaves.items()
+            if leaf.grad is not None and self.rebuilt[name].requires_grad
+        ]
+        if pairs:
+            torch.autograd.backward([w for w, _ in pairs], [g for _, g in pairs])
+
+
 class MPOBertEncoder(nn.Module):
     """The stack of layers, with the sharing mode in one place.
 
@@ -268,6 +308,8 @@ class MPOBertEncoder(nn.Module):
         self.layer = nn.ModuleList(MPOBertLayer(config, centrals) for _ in range(n_modules))
         # inference only: {matrix name: (parameter versions, rebuilt weights)}
         self._weight_cache: dict[str, tuple[tuple[Any, ...], torch.Tensor]] = {}
+        # inside step_weights(): the weights rebuilt once for every micro-batch of a step
+        self._step: _StepWeights | None = None
 
     def rebuild_weights(self, rows: int) -> dict[str, torch.Tensor]:
         """Every layer module's MPO weights, rebuilt once per forward pass, in batches.
@@ -290,6 +332,8 @@ class MPOBertEncoder(nn.Module):
         dict
             ``{matrix name: Tensor (len(self.layer), out, in)}``.
         """
+        if self._step is not None and torch.is_grad_enabled():
+            return self._step.weights(self, rows)
         cached = not self.training and not torch.is_grad_enabled()
         if not cached:
             self._weight_cache.clear()
@@ -314,6 +358,58 @@ class MPOBertEncoder(nn.Module):
     def clear_weight_cache(self) -> None:
         """Drop the rebuilt weights kept for inference (see :meth:`rebuild_weights`)."""
         self._weight_cache.clear()
+
+    @contextlib.contextmanager
+    def step_weights(self) -> Iterator[None]:
+        """Rebuild the MPO weights once for every forward and backward pass inside.
+
+        For gradient accumulation: the first forward pass with gradients inside rebuilds
+        the weights (:meth:`rebuild_weights`) and keeps them as leaf tensors; every pass
+        uses those leaves, so each backward pass stops at them and sums the weights'
+        gradient there; on leaving, that sum is back-propagated through the rebuild into
+        the cores once. The cores' gradients are then what the passes would have given one
+        by one, at one rebuild (forward and backward) per optimizer step instead of one per
+        micro-batch. Matrices that take the cores path (few rows) are not rebuilt and
+        back-propagate as usual.
+
+        The parameters must not change inside (step the optimizer after leaving);
+        a forward pass that finds them changed raises ``RuntimeError``. When the block
+        raises, nothing is back-propagated. Not for ``DistributedDataParallel``, whose
+        gradient hooks expect the cores' gradients during each backward pass.
+
+        Raises
+        ------
+        RuntimeError
+            If entered again before leaving (the blocks do not nest).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from tnlm_models import MPOBertConfig, MPOBertForMaskedLM
+        >>> model = MPOBertForMaskedLM(MPOBertConfig(vocab_size=50, hidden_size=16,
+        ...     num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        ...     num_cores=2))
+        >>> ids = torch.randint(0, 50, (4, 48))
+        >>> with model.bert.encoder.step_weights():
+        ...     for part in ids.chunk(2):
+        ...         model(part, labels=part).loss.backward()
+        >>> model.bert.encoder.central["query"].grad is not None
+        True
+        """
+        if self._step is not None:
+            raise RuntimeError(
+                "step_weights() is already active on this encoder; blocks do not nest"
+            )
+        step = _StepWeights()
+        self._step = step
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self._step = None
+            if ok:
+                step.backward()
 
     def train(self, mode: bool = True) -> MPOBertEncoder:
         self._weight_cache.clear()
@@ -403,6 +499,53 @@ class MPOBertPreTrainedModel(nn.Module):
         if not isinstance(config, MPOBertConfig):
             raise TypeError(f"config must be an MPOBertConfig, got {type(config).__name__}")
         self.config = config
+
+    # ------------------------------------------------------------------ input checks
+    @contextlib.contextmanager
+    def trusted_inputs(self) -> Iterator[None]:
+        """Inside, forward passes skip the checks that read input values back to the host.
+
+        Outside, every forward pass checks that token ids are in the vocabulary, token types
+        in ``type_vocab_size``, mask values 0 or 1 and labels in range, and drops an all-ones
+        mask; each of those reads a tensor back to the host (a device synchronisation on a
+        GPU, and a graph break for ``torch.compile``). Inside, only what the shapes and
+        dtypes tell is checked, and the mask is used as given: for callers that validated
+        the batch already with :meth:`validate_batch` (the trainer does, on the CPU, before
+        moving each batch to the device), so the forward pass runs without host syncs.
+        Blocks may nest; the previous setting is restored on leaving, also on error.
+        """
+        bert = cast(MPOBertModel, cast(Any, self).bert)
+        before = bert.checks_values
+        bert.checks_values = False
+        try:
+            yield
+        finally:
+            bert.checks_values = before
+
+    def validate_batch(self, batch: dict[str, Any]) -> None:
+        """Check a batch's values as the forward pass would (ids, types, mask, labels).
+
+        ``batch`` holds ``input_ids`` and optionally ``attention_mask``, ``token_type_ids``
+        and ``labels``, as passed to the forward. Cheap on CPU tensors: validate there, then
+        move the batch and call the model inside :meth:`trusted_inputs`.
+
+        Raises
+        ------
+        ValueError, TypeError
+            With the forward pass's messages.
+        """
+        bert = cast(MPOBertModel, cast(Any, self).bert)
+        bert.check_inputs(
+            batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids")
+        )
+        labels = batch.get("labels")
+        if labels is not None:
+            self.check_labels(labels, batch["input_ids"])
+
+    def check_labels(self, labels: torch.Tensor, input_ids: torch.Tensor) -> None:
+        """Raise for labels this model's loss cannot take (a model without a loss takes
+        none)."""
+        raise TypeError(f"{type(self).__name__} takes no labels")
 
     # ------------------------------------------------------------------ initialisation
     def init_weights(self, generator: torch.Generator | None = None) -> None:
@@ -543,8 +686,9 @@ def _check_attention_mask(mask: torch.Tensor) -> None:
         )
 
 
-def _check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:
-    """Class-id labels: an integer tensor with values in ``[0, num_classes)`` or -100."""
+def _check_labels(labels: torch.Tensor, num_classes: int, what: str, values: bool = True) -> None:
+    """Class-id labels: an integer tensor with values in ``[0, num_classes)`` or -100
+    (``values=False``: the dtype only)."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
@@ -553,6 +697,8 @@ def _check_labels(labels: torch.Tensor, num_classes: int, what: str) -> None:
             f"{labels.dtype} (a float would be truncated to a class); for real-valued "
             "targets use num_labels=1 (regression)"
         )
+    if not values:
+        return
     bad = labels[((labels < 0) | (labels >= num_classes)) & (labels != -100)]
     if bad.numel():
         raise ValueError(
@@ -581,6 +727,9 @@ class MPOBertModel(MPOBertPreTrainedModel):
         if type(self) is MPOBertModel:
             self.init_weights()
 
+    #: whether forward passes check input values (off inside ``trusted_inputs()``)
+    checks_values: bool = True
+
     @property
     def bert(self) -> MPOBertModel:
         return self
@@ -590,8 +739,13 @@ class MPOBertModel(MPOBertPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None,
         token_type_ids: torch.Tensor | None,
+        *,
+        values: bool = True,
     ) -> None:
-        """Raise ``ValueError``/``TypeError`` for inputs the model cannot take."""
+        """Raise ``ValueError``/``TypeError`` for inputs the model cannot take.
+
+        ``values=False``: only what types, shapes and dtypes tell (no host sync).
+        """
         cfg = self.config
         if not isinstance(input_ids, torch.Tensor):
             raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
@@ -607,17 +761,19 @@ class MPOBertModel(MPOBertPreTrainedModel):
                 f"sequence length {seq} exceeds max_position_embeddings="
                 f"{cfg.max_position_embeddings} (the position table)"
             )
-        if input_ids.numel():
-            lo, hi = int(input_ids.min()), int(input_ids.max())
-            if lo < 0 or hi >= cfg.vocab_size:
-                bad = lo if lo < 0 else hi
-                raise ValueError(f"token id {bad} outside the vocabulary [0, {cfg.vocab_size})")
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is not None and tuple(t.shape) != tuple(input_ids.shape):
                 raise ValueError(
                     f"{name} has shape {tuple(t.shape)}, expected input_ids' shape "
                     f"{tuple(input_ids.shape)}"
                 )
+        if not values:
+            return
+        if input_ids.numel():
+            lo, hi = int(input_ids.min()), int(input_ids.max())
+            if lo < 0 or hi >= cfg.vocab_size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"token id {bad} outside the vocabulary [0, {cfg.vocab_size})")
         if attention_mask is not None:
             _check_attention_mask(attention_mask)
         if token_type_ids is not None and token_type_ids.numel():
@@ -646,13 +802,15 @@ class MPOBertModel(MPOBertPreTrainedModel):
             Segment ids (0 for the first sentence, 1 for the second); default zeros.
         output_hidden_states : bool, default False
         """
-        self.check_inputs(input_ids, attention_mask, token_type_ids)
+        checked = self.checks_values
+        self.check_inputs(input_ids, attention_mask, token_type_ids, values=checked)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, hidden)
         mask = None
-        # An all-ones mask changes nothing: drop it so SDPA can use its unmasked kernels.
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # An all-ones mask changes nothing: drop it so SDPA can use its unmasked kernels
+        # (a host read, so not under trusted_inputs(), whose callers drop it themselves).
+        if attention_mask is not None and not (checked and bool(attention_mask.all())):
             keep = attention_mask[:, None, None, :].to(x.dtype)  # (B, 1, 1, T)
             mask = (1.0 - keep) * torch.finfo(x.dtype).min  # additive, (B, 1, 1, T)
         x, states = self.encoder(x, mask, output_hidden_states)
@@ -720,18 +878,25 @@ class MPOBertForMaskedLM(MPOBertPreTrainedModel):
         logits = self.head(enc.last_hidden_state, self.bert.embeddings.word_embeddings.weight)
         loss = None
         if labels is not None:
-            if tuple(labels.shape) != tuple(input_ids.shape):
-                raise ValueError(
-                    f"labels have shape {tuple(labels.shape)}, expected input_ids' shape "
-                    f"{tuple(input_ids.shape)}"
-                )
-            _check_labels(labels, self.config.vocab_size, "masked-LM")
+            self.check_labels(labels, input_ids, values=self.bert.checks_values)
             loss = F.cross_entropy(
                 logits.reshape(-1, self.config.vocab_size),  # (B*T, vocab)
                 labels.reshape(-1),  # (B*T,)
                 ignore_index=-100,
             )
         return MPOBertOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
+
+    def check_labels(
+        self, labels: torch.Tensor, input_ids: torch.Tensor, *, values: bool = True
+    ) -> None:
+        """Target ids of input_ids' shape, in the vocabulary or -100 (``values=False``:
+        the shape and dtype only, no host sync)."""
+        if tuple(labels.shape) != tuple(input_ids.shape):
+            raise ValueError(
+                f"labels have shape {tuple(labels.shape)}, expected input_ids' shape "
+                f"{tuple(input_ids.shape)}"
+            )
+        _check_labels(labels, self.config.vocab_size, "masked-LM", values=values)
 
 
 class MPOBertForSequenceClassification(MPOBertPreTrainedModel):
@@ -770,14 +935,22 @@ class MPOBertForSequenceClassification(MPOBertPreTrainedModel):
         logits = self.classifier(self.dropout(enc.pooler_output))  # (B, num_labels)
         loss = None
         if labels is not None:
-            batch = input_ids.shape[0]
-            if tuple(labels.shape) not in ((batch,), (batch, 1)):
-                raise ValueError(
-                    f"labels have shape {tuple(labels.shape)}, expected (batch,) = ({batch},)"
-                )
+            self.check_labels(labels, input_ids, values=self.bert.checks_values)
             if self.config.num_labels == 1:
                 loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).reshape(-1))
             else:
-                _check_labels(labels, self.config.num_labels, "a classifier")
                 loss = F.cross_entropy(logits, labels.reshape(-1).long())
         return MPOBertOutput(loss=loss, logits=logits, hidden_states=enc.hidden_states)
+
+    def check_labels(
+        self, labels: torch.Tensor, input_ids: torch.Tensor, *, values: bool = True
+    ) -> None:
+        """One label per example: class ids in range, or real targets when
+        ``num_labels == 1`` (``values=False``: the shape and dtype only, no host sync)."""
+        batch = input_ids.shape[0]
+        if tuple(labels.shape) not in ((batch,), (batch, 1)):
+            raise ValueError(
+                f"labels have shape {tuple(labels.shape)}, expected (batch,) = ({batch},)"
+            )
+        if self.config.num_labels != 1:
+            _check_labels(labels, self.config.num_labels, "a classifier", values=values)

@@ -38,6 +38,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from ..data import StepBatcher, TokenDataset, train_batches
+from ..modeling import MPOBertEncoder
 from ..tokenization import WordPieceTokenizer
 from .checkpoint import (
     check_finite,
@@ -67,7 +68,7 @@ from .distributed import (
     distributed_run,
 )
 from .evaluation import evaluate_model
-from .models import build_model, check_model, unique_parameters
+from .models import build_model, check_model, device_batch, unique_parameters
 from .optim import build_optimizer, freeze_parameters, trainable_parameters
 from .precision import autocast_context
 from .randomness import capture_rng_state, derived_seed, restore_rng_state, seed_all
@@ -742,20 +743,21 @@ def _train_step(
         g["lr"] = lr * g["lr_scale"]
     loss_sum = torch.zeros((), dtype=torch.float64)
     n_tokens = 0
-    for m, batch in enumerate(micro):
-        n_tokens += int(batch["attention_mask"].sum())
-        batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
-        sync = (
-            cast(Any, runner).no_sync()
-            if env.distributed and m < accum - 1
-            else contextlib.nullcontext()
-        )
-        with sync:
-            with autocast:
-                out = runner(**batch)
-            weight = counts[m] * env.world_size / n_global
-            (out.loss * weight).backward()
-        loss_sum += out.loss.detach().double().cpu() * counts[m]
+    with _rebuild_once(model, env):  # the MPO weights: one rebuild for all micro-batches
+        for m, batch in enumerate(micro):
+            n_tokens += int(batch["attention_mask"].sum())
+            batch = device_batch(model, batch, env.device)
+            sync = (
+                cast(Any, runner).no_sync()
+                if env.distributed and m < accum - 1
+                else contextlib.nullcontext()
+            )
+            with sync:
+                with autocast, cast(Any, model).trusted_inputs():
+                    out = runner(**batch)
+                weight = counts[m] * env.world_size / n_global
+                (out.loss * weight).backward()
+            loss_sum += out.loss.detach().double().cpu() * counts[m]
     layer_norms = None
     if cfg.log_layer_grad_norms and cfg.log_every and (step + 1) % cfg.log_every == 0:
         layer_norms = cast(Any, model).bert.encoder.layer_gradient_norms()
@@ -782,6 +784,17 @@ def _train_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return _StepOutcome(loss, lr, grad_norm, int(stats[1]), layer_norms)
+
+
+def _rebuild_once(model: nn.Module, env: DistEnv) -> contextlib.AbstractContextManager:
+    """``encoder.step_weights()`` of an MPOBERT model (the MPO weights rebuilt once per
+    optimizer step, their gradient summed over the micro-batches and back-propagated into
+    the cores once), or a no-op: under DistributedDataParallel, whose gradient hooks expect
+    every parameter's gradient during each backward pass, the rebuild runs per micro-batch."""
+    encoder = getattr(getattr(model, "bert", None), "encoder", None)
+    if env.distributed or not isinstance(encoder, MPOBertEncoder):
+        return contextlib.nullcontext()
+    return encoder.step_weights()
 
 
 def _evaluate_and_checkpoint(
