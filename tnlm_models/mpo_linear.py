@@ -28,12 +28,14 @@ count and the cost model.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any, cast
 
+import opt_einsum
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -414,7 +416,7 @@ class MPOLinear(nn.Module):
         """
         if self.forward_mode != "auto":
             return self.forward_mode
-        return self._apply_plan(rows).method
+        return _route(self, rows)[0]
 
     # ------------------------------------------------------------------ forward
     def mpo_weight(self) -> torch.Tensor:
@@ -481,15 +483,17 @@ class MPOLinear(nn.Module):
             )
         lead = x.shape[:-1]
         rows = math.prod(lead)
-        plan = None if self.forward_mode == "dense" else self._apply_plan(rows)
-        if plan is None or (self.forward_mode == "auto" and plan.method == "dense"):
+        if self.choose_mode(rows) == "dense":
             return F.linear(x, self.rebuild_weight(), self.bias)
         x2 = x.reshape(rows, *self.in_dims)  # (N, in_1, ..., in_n)
-        cores = list(self.cores)
+        operands = [*self.cores, x2]
         low = _autocast_dtype(x.device.type)
-        if low is not None:  # autocast does not reach the tensordots of the contraction
-            x2, cores = x2.to(low), [c.to(low) for c in cores]
-        y = tnlm.contract(plan.equation, *cores, x2, optimize=list(plan.path))  # (N, out_1..)
+        if low is not None:  # autocast does not reach the einsums of the contraction
+            operands = [t.to(low) for t in operands]
+        for positions, pair in _route(self, rows)[1]:  # the plan's pairwise order
+            picked = [operands.pop(k) for k in positions]
+            operands.append(torch.einsum(pair, *picked))
+        y = operands[0]  # (N, out_1, ..., out_n)
         y = y.reshape(*lead, self.out_features)  # (..., out)
         if self.adapter_down is not None and self.adapter_up is not None:
             y = y + (x @ self.adapter_down.T) @ self.adapter_up.T  # (..., r) -> (..., out)
@@ -710,6 +714,32 @@ class MPOLinear(nn.Module):
             with torch.no_grad():
                 layer.bias.copy_(bias)
         return layer
+
+
+@torch.compiler.assume_constant_result
+def _route(layer: MPOLinear, rows: int) -> tuple[str, tuple[tuple[tuple[int, ...], str], ...]]:
+    """The layer's plan for ``rows`` rows: its method, and the cores path's pairwise steps
+    ``(positions, einsum)`` in the plan's FLOP-optimal order (operands ``cores..., x``; each
+    step pops ``positions`` in that order and appends the product, as opt_einsum does).
+
+    Shapes alone decide it, so ``torch.compile`` evaluates it once while tracing and keeps
+    the answer as a constant: the planner's Python and opt_einsum never enter the graph.
+    """
+    plan = layer._apply_plan(rows)
+    if plan.method == "dense" and layer.forward_mode != "cores":
+        return plan.method, ()
+    shapes = tuple(layer.core_shape(k) for k in range(layer.num_cores))
+    x_shape = (max(rows, 1), *layer.in_dims)
+    return plan.method, _pairwise_steps(plan.equation, (*shapes, x_shape), plan.path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _pairwise_steps(
+    equation: str, shapes: tuple[tuple[int, ...], ...], path: tuple[tuple[int, ...], ...]
+) -> tuple[tuple[tuple[int, ...], str], ...]:
+    """opt_einsum's pairwise contractions of ``equation`` along ``path``."""
+    _, info = opt_einsum.contract_path(equation, *shapes, optimize=list(path), shapes=True)
+    return tuple((tuple(c[0]), str(c[2])) for c in info.contraction_list)
 
 
 def rebuild_weights(layers: Sequence[MPOLinear]) -> torch.Tensor:

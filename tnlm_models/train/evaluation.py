@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from .checkpoint import read_checkpoint_json, resolve_checkpoint
 from .config import DataArg, TrainConfig, as_paths, as_train_config
 from .datasets import RawData, build_datasets, label_list_for, make_collator, read_raw_data
 from .distributed import DistEnv, all_gather_objects, all_reduce_sum, distributed_run
-from .models import check_model, model_classes
+from .models import check_model, device_batch, model_classes
 from .precision import autocast_context
 from .predict import has_labels
 
@@ -53,12 +53,9 @@ def evaluate_model(
     scores: list[float] = []  # regression: predictions and labels, for the correlations
     golds: list[float] = []
     for keys in batches:
-        batch = {
-            k: v.to(env.device)
-            for k, v in collate([KeyedDataset(dataset)[k] for k in keys]).items()
-        }
+        batch = device_batch(model, collate([KeyedDataset(dataset)[k] for k in keys]), env.device)
         labels = batch.pop("labels")
-        with autocast:
+        with autocast, cast(Any, model).trusted_inputs():
             logits = model(**batch).logits.float()
         if cfg.task == "pretrain":
             mask = labels != -100

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import torch
 from torch import nn
 
 from ..tokenization import WordPieceTokenizer
@@ -131,3 +132,24 @@ def check_model(
         raise ValueError(
             f"the model has num_labels={mc.num_labels} but the data has {num_labels} label(s)"
         )
+
+
+def device_batch(model: nn.Module, batch: dict[str, torch.Tensor], device: Any) -> dict[str, Any]:
+    """``batch`` checked where it is, its mask dropped if it masks nothing, then moved.
+
+    The collator's batches are CPU tensors: checking their values there
+    (``model.validate_batch``) reads nothing back from the device, and neither does
+    dropping an all-ones ``attention_mask`` (it changes nothing; without it attention runs
+    its unmasked kernels). Call the model on the result inside ``model.trusted_inputs()``,
+    so that the forward pass does not repeat those checks with host syncs.
+
+    Raises
+    ------
+    ValueError, TypeError
+        From ``validate_batch``, for values the model cannot take.
+    """
+    cast(Any, model).validate_batch(batch)
+    mask = batch.get("attention_mask")
+    if mask is not None and bool(mask.all()):
+        batch = {k: v for k, v in batch.items() if k != "attention_mask"}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -33,7 +33,7 @@ from ..tokenization import WordPieceTokenizer
 from .checkpoint import read_checkpoint_json, resolve_checkpoint
 from .config import TrainConfig
 from .distributed import resolve_device
-from .models import check_model, model_classes
+from .models import check_model, device_batch, model_classes
 from .precision import autocast_context
 
 __all__ = ["has_labels", "predict", "read_prediction_inputs"]
@@ -220,8 +220,8 @@ def predict(
     for keys in eval_batches(len(items), cfg.eval_batch_size):
         batch = collate([KeyedDataset(items)[k] for k in keys])
         batch.pop("labels")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast:
+        batch = device_batch(model, batch, device)
+        with autocast, model.trusted_inputs():
             logits = model(**batch).logits.float()  # (B, num_labels)
         if cfg.regression:
             # the shortest text that reads back as the same float32
