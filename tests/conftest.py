@@ -1,9 +1,11 @@
 """Shared test fixtures: array backends, dtypes, constructed test matrices, hypothesis profiles.
 
-Every array test takes the ``backend`` fixture (numpy and torch) and usually ``dtype`` (float32,
-float64, complex64, complex128), so it runs on each combination. ``backend`` makes arrays in its
-library and checks that results came back in that library with the expected dtype: a torch test
-fails if anything silently became numpy (or changed dtype).
+Every array test takes the ``backend`` fixture (numpy, torch and jax) and usually ``dtype``
+(float32, float64, complex64, complex128), so it runs on each combination. ``backend`` makes
+arrays in its library and checks that results came back in that library with the expected
+dtype: a torch or jax test fails if anything silently became numpy (or changed dtype). The jax
+backend turns on ``jax_enable_x64`` (once, before it makes an array), since without it jax has
+no float64 or complex128; torch and jax are skipped, visibly, where they are not installed.
 
 Hypothesis profiles: "ci" is deterministic (derandomized, modest example counts), "dev" explores
 more. "ci" is loaded when the environment variable ``CI`` is set, else "dev";
@@ -51,15 +53,28 @@ DTYPES = ("float32", "float64", "complex64", "complex128")
 # --------------------------------------------------------------------------------------------
 
 
+def enable_jax_x64() -> None:
+    """Turn on jax's double precision (float64, complex128) for the test session.
+
+    Without it jax silently makes float32 of every float64 request. It is a process-wide
+    switch that only widens what jax can represent, so turning it on once, before the first
+    jax array of the session, is safe for every later jax test.
+    """
+    import jax
+
+    if not jax.config.read("jax_enable_x64"):
+        jax.config.update("jax_enable_x64", True)
+
+
 @dataclass(frozen=True)
 class Backend:
-    """Make arrays in one library and check that results stay in it."""
+    """Make arrays in one library (numpy, torch or jax) and check that results stay in it."""
 
     name: str
 
     @property
     def dtypes(self) -> tuple[str, ...]:
-        """Dtype names this backend supports (both support all of DTYPES)."""
+        """Dtype names this backend supports (all three support all of DTYPES)."""
         return DTYPES
 
     def native_dtype(self, dtype: str) -> Any:
@@ -67,6 +82,10 @@ class Backend:
             import torch
 
             return getattr(torch, dtype)
+        if self.name == "jax":
+            import jax.numpy as jnp
+
+            return jnp.dtype(dtype)
         return np.dtype(dtype)
 
     def asarray(self, a: Any, dtype: str) -> Any:
@@ -78,6 +97,10 @@ class Backend:
             import torch
 
             return torch.as_tensor(np.array(a, order="C")).to(self.native_dtype(dtype))
+        if self.name == "jax":
+            import jax.numpy as jnp
+
+            return jnp.asarray(np.array(a, order="C"), dtype=self.native_dtype(dtype))
         return np.array(a, dtype=dtype, order="C")
 
     def to_numpy(self, x: Any) -> np.ndarray:
@@ -88,7 +111,7 @@ class Backend:
             t = x.detach().cpu().resolve_conj().resolve_neg()
             t = t.to(torch.complex128 if t.dtype.is_complex else torch.float64)
             return t.numpy()
-        a = np.asarray(x)
+        a = np.asarray(x)  # numpy, and jax (concrete arrays convert directly)
         return a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
 
     def spectral(
@@ -106,15 +129,23 @@ class Backend:
 
             assert isinstance(x, torch.Tensor), f"expected a torch.Tensor, got {type(x)}"
             assert x.dtype == self.native_dtype(dtype), f"dtype {x.dtype}, expected {dtype}"
+        elif self.name == "jax":
+            import jax
+
+            assert isinstance(x, jax.Array), f"expected a jax.Array, got {type(x)}"
+            assert x.dtype == self.native_dtype(dtype), f"dtype {x.dtype}, expected {dtype}"
         else:
             assert isinstance(x, (np.ndarray, np.generic)), f"expected numpy, got {type(x)}"
             assert np.dtype(x.dtype) == np.dtype(dtype), f"dtype {x.dtype}, expected {dtype}"
 
 
-@pytest.fixture(scope="session", params=["numpy", "torch"])
+@pytest.fixture(scope="session", params=["numpy", "torch", "jax"])
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "torch":
         pytest.importorskip("torch")
+    if request.param == "jax":
+        pytest.importorskip("jax")
+        enable_jax_x64()
     return Backend(request.param)
 
 
@@ -238,6 +269,7 @@ class _Namespace:
     """Helpers reachable from tests as ``tn.<name>``."""
 
     Backend = Backend
+    enable_jax_x64 = staticmethod(enable_jax_x64)
     mpo_shapes = staticmethod(mpo_shapes)
     seeds = seeds
     decays = decays
