@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,14 @@ import torch
 from tnlm_models import MPOBertConfig, MPOBertForMaskedLM, train
 from tnlm_models.cli import main
 from tnlm_models.study import build_arms, count_parameters, finetune_modes, get_preset
-from tnlm_models.study.report import PLOTS, STABILITY_PLOTS
-from tnlm_models.study.runner import RESULTS_FILE, read_results, run_study, task_spec
+from tnlm_models.study.report import PLOTS, STABILITY_PLOTS, write_report
+from tnlm_models.study.runner import (
+    CURVE_KEY,
+    RESULTS_FILE,
+    read_results,
+    run_study,
+    task_spec,
+)
 from tnlm_models.train.config import TrainConfig
 
 WORDS = "the a film plot actor scene story music light dark good bad long short new old".split()
@@ -287,6 +294,26 @@ def test_smoke_study_end_to_end_skips_and_resumes(tmp_path: Path) -> None:
     assert (out / RESULTS_FILE).read_bytes() == before
     assert (first / "metrics.jsonl").stat().st_mtime_ns == mtime
     assert len(again) == len(records)
+
+    # 4. results.jsonl alone rebuilds the report: curves included, run folders not needed
+    curves = [r for r in records if CURVE_KEY in r]
+    assert len(curves) == len(done)  # one curve record per finished run
+    pre_curve = next(
+        r[CURVE_KEY] for r in curves if r["arm"] == "dense-L2" and r["phase"] == "pretrain"
+    )
+    assert pre_curve["valid_tokens"][-1] == next(
+        r["tokens"] for r in metrics if r["arm"] == "dense-L2" and r["phase"] == "pretrain"
+    )
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in (RESULTS_FILE, "study.json"):
+        shutil.copy(out / name, copy / name)
+    gone = out.rename(tmp_path / "moved")  # the records' run folders no longer exist
+    write_report(copy)
+    rebuilt = (copy / "report.md").read_text(encoding="utf-8")
+    assert rebuilt.split("\n")[1:] == report.split("\n")[1:]  # all but the title (folder name)
+    for name in PLOTS + STABILITY_PLOTS:
+        assert (copy / name).read_bytes() == (gone / name).read_bytes()
 
 
 def test_cli_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

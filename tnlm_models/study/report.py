@@ -49,22 +49,30 @@ def _metric_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if "value" in r and "metric" in r]
 
 
-def _valid_curve(run_dir: Path) -> tuple[list[int], list[float]]:
-    """``(tokens, validation loss)`` at each evaluation of a pre-training run."""
-    from ..train.plot import read_metrics
+def _curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[Any]]]:
+    """Each run's curve record (``CURVE_KEY``), by run folder."""
+    from .runner import CURVE_KEY
 
-    tokens, xs, ys = 0, [], []
+    return {
+        str(r["run_dir"]): r[CURVE_KEY]
+        for r in records
+        if isinstance(r.get(CURVE_KEY), dict) and "run_dir" in r
+    }
+
+
+def _run_curve(curves: dict[str, dict[str, list[Any]]], run_dir: str | None) -> dict[str, Any]:
+    """A run's curves: from its record in results.jsonl, else (a study written before the
+    records existed) read from its run folder's metrics; empty when neither is there."""
+    if run_dir is None:
+        return {}
+    if run_dir in curves:
+        return curves[run_dir]
+    from .runner import _run_totals
+
     try:
-        records = read_metrics(run_dir)
+        return dict(_run_totals(Path(run_dir))["curve"])
     except (OSError, ValueError):
-        return [], []
-    for r in records:
-        if r.get("split") == "train" and "tokens" in r:
-            tokens += int(r["tokens"])
-        elif r.get("split") == "valid" and "loss" in r:
-            xs.append(tokens)
-            ys.append(float(r["loss"]))
-    return xs, ys
+        return {}
 
 
 def _figure(path: Path, draw: Any) -> None:
@@ -172,9 +180,12 @@ def write_report(out: str | os.PathLike) -> list[Path]:
     written = [root / REPORT_FILE]
     _write_atomic(written[0], "\n".join(lines).encode("utf-8"))
 
+    curves = _curves(records)
+
     def loss_curves(ax: Any) -> None:
         for name, r in arms.items():
-            xs, ys = _valid_curve(Path(r["run_dir"]))
+            curve = _run_curve(curves, r.get("run_dir"))
+            xs, ys = curve.get("valid_tokens", []), curve.get("valid_loss", [])
             if xs:
                 ax.plot(xs, ys, marker="o", label=name)
         ax.set_xlabel("training tokens")
@@ -257,8 +268,7 @@ def _stability_runs(
     records: list[dict[str, Any]], rows: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """One dict per stability run: its settings, final loss, and logged curves."""
-    from ..train.plot import read_metrics
-
+    curves = _curves(records)
     runs = []
     for r in records:
         if r.get("phase") != "stability" or r.get("status") != "done":
@@ -272,18 +282,12 @@ def _stability_runs(
             and x.get("variant") == r.get("variant")
         ]
         run["valid_loss"] = valid[0] if valid else math.nan
-        steps, losses, norms = [], [], []
-        run_dir = r.get("run_dir")
-        if run_dir:
-            try:
-                for m in read_metrics(Path(run_dir)):
-                    if m.get("split") == "train" and "layer_grad_norms" in m:
-                        steps.append(m["step"])
-                        losses.append(float(m["loss"]))
-                        norms.append([float(x) for x in m["layer_grad_norms"]])
-            except (OSError, ValueError):
-                pass
-        run.update(steps=steps, losses=losses, norms=norms)
+        curve = _run_curve(curves, r.get("run_dir"))
+        run.update(
+            steps=curve.get("train_steps", []),
+            losses=curve.get("train_loss", []),
+            norms=curve.get("layer_grad_norms", []),
+        )
         runs.append(run)
     return runs
 

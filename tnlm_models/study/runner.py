@@ -4,7 +4,8 @@ Layout of a study folder ``OUT``::
 
     OUT/study.json                          marks the folder as a study (and its preset)
     OUT/results.jsonl                       one record per arm, seed, phase and metric,
-                                            and a "done" record per finished run
+                                            a "curve" record and a "done" record per
+                                            finished run
     OUT/<arm>/pretrain/                     an ordinary run directory (tnlm_models.train)
     OUT/<arm>/<task>-<mode>-s<seed>/        a fine-tuning run (mode: full | central)
     OUT/report.md, OUT/*.png                written by tnlm_models.study.report
@@ -39,6 +40,10 @@ logger = logging.getLogger(__name__)
 RESULTS_FILE = "results.jsonl"
 #: written first into a study folder: marks it as one (and names its preset)
 STUDY_FILE = "study.json"
+#: the key of a run's curve record in results.jsonl: validation loss against tokens, and the
+#: logged training loss and per-layer gradient norms against steps, so that the report and
+#: its plots need nothing but results.jsonl (run folders may be deleted or lost)
+CURVE_KEY = "curve"
 
 #: The metrics GLUE reports for each layout (tnlm_models.data.GLUE_LAYOUTS); the first is
 #: the one the report plots and the checkpoint selection uses.
@@ -138,19 +143,34 @@ def _key(rec: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _run_totals(run_dir: Path) -> dict[str, Any]:
-    """Tokens, wall and CPU seconds of training, and the last validation record."""
+    """Tokens, wall and CPU seconds of training, the last validation record, and the
+    run's curves (see :func:`_curve_record`)."""
     from ..train.plot import read_metrics
 
     tokens, wall, cpu = 0, 0.0, 0.0
     valid: dict[str, Any] = {}
+    curve: dict[str, list[Any]] = {
+        "valid_tokens": [],
+        "valid_loss": [],
+        "train_steps": [],
+        "train_loss": [],
+        "layer_grad_norms": [],
+    }
     for r in read_metrics(run_dir):
         if r.get("split") == "train" and "tokens" in r:
             tokens += int(r["tokens"])
             wall += r["tokens"] / max(float(r.get("tokens_per_s") or 0.0), 1e-9)
             cpu += float(r.get("cpu_time_s", 0.0))
+            if "layer_grad_norms" in r:
+                curve["train_steps"].append(int(r["step"]))
+                curve["train_loss"].append(float(r["loss"]))
+                curve["layer_grad_norms"].append([float(x) for x in r["layer_grad_norms"]])
         elif r.get("split") == "valid":
             valid = r
-    return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "valid": valid}
+            if "loss" in r:
+                curve["valid_tokens"].append(tokens)
+                curve["valid_loss"].append(float(r["loss"]))
+    return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "valid": valid, "curve": curve}
 
 
 def _claim(root: Path, preset: str) -> None:
@@ -311,6 +331,7 @@ def _records(
         if value is None:
             raise ValueError(f"run {run_dir} reported no validation {name!r}")
         out.append({**common, "metric": name, "value": float(value)})
+    out.append({**base, "run_dir": str(run_dir), CURVE_KEY: totals["curve"]})
     return out
 
 
