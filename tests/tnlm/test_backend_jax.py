@@ -5,6 +5,9 @@ as oracles), results that stay jax arrays in the input dtype through the MPO alg
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -286,3 +289,22 @@ def test_apply_runs_under_jit_and_compress_raises_a_clear_error(tn):
     np.testing.assert_allclose(jitted, ref, rtol=0, atol=tn.atol("float64", ref.size, 1e2))
     with pytest.raises(TypeError, match=_ABSTRACT):
         jax.jit(lambda c: tnlm.MPO([c, *mpo.cores[1:]]).compress(2).to_dense())(mpo.cores[0])
+
+
+# --------------------------------------------------------------------------------------------
+# the representative subset of the backend fixture's jax cases
+# --------------------------------------------------------------------------------------------
+
+
+def test_jax_subset_names_tests_that_take_the_backend_fixture(tn):
+    """Every entry of tests/conftest.py's JAX_SUBSET is a test function, in that file of
+    tests/tnlm, that takes ``backend`` (a renamed test would silently drop out of it)."""
+    here = Path(__file__).resolve().parent
+    missing = []
+    for key in sorted(tn.JAX_SUBSET):
+        module, name = key.split("::")
+        path = here / module
+        text = path.read_text() if path.is_file() else ""
+        if not re.search(rf"^def {name}\([^)]*\bbackend\b", text, flags=re.MULTILINE):
+            missing.append(key)
+    assert missing == [], f"JAX_SUBSET names no test taking backend: {missing}"
