@@ -30,7 +30,7 @@ from tnlm_models.data import (
 from tnlm_models.testing import tiny_config, tiny_model_settings
 from tnlm_models.tokenization import WordPieceTokenizer, load_tokenizer
 from tnlm_models.train import TrainConfig, train
-from tnlm_models.train._support import _label_list, _Raw, _read_raw
+from tnlm_models.train.datasets import RawData, label_list_for, read_raw_data
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,8 +113,8 @@ def test_train_config_encoding_reaches_the_reader(tmp_path):
     cfg = TrainConfig(train_data=[str(f)], valid_fraction=0.0)
     assert cfg.encoding == "utf-8"
     with pytest.raises(ValueError, match=r"l1\.txt is not valid utf-8 at byte 2 \(line 1"):
-        _read_raw(cfg)
-    raw = _read_raw(cfg.replace(encoding="latin-1"))
+        read_raw_data(cfg)
+    raw = read_raw_data(cfg.replace(encoding="latin-1"))
     assert raw.train_texts == ["naïve café", "second line"]
 
 
@@ -130,7 +130,7 @@ def test_a_label_list_with_duplicates_is_refused():
         check_label_list(["0", 1])  # type: ignore[list-item]
     cfg = TrainConfig(task="finetune", label_list=["0", "1", "1"])
     with pytest.raises(ValueError, match="more than once"):
-        _label_list(cfg, _Raw())  # it made a three-output model
+        label_list_for(cfg, RawData())  # it made a three-output model
 
 
 def test_integer_label_spellings_are_one_class(tmp_path, tok):
@@ -138,7 +138,7 @@ def test_integer_label_spellings_are_one_class(tmp_path, tok):
     ex = read_glue_tsv(f)
     assert infer_label_list(ex.labels) == ["0", "1"]
     cfg = TrainConfig(task="finetune")
-    labels = _label_list(cfg, _Raw(train_glue=[ex]))
+    labels = label_list_for(cfg, RawData(train_glue=[ex]))
     assert labels == ["0", "1"]
     ds = encode_classification(ex, tok, 16, labels)
     assert [it["label"] for it in ds.items] == [1, 1, 0, 1]
@@ -155,7 +155,7 @@ def test_the_default_label_order_puts_label_0_at_class_0(tmp_path, tok):
     # "1" comes first in the file; numeric order still gives "0" class 0, "10" after "2"
     f = _write(tmp_path / "s.tsv", "sentence\tlabel\nyes\t1\nno\t0\nten\t10\ntwo\t2\n")
     ex = read_glue_tsv(f)
-    labels = _label_list(TrainConfig(task="finetune"), _Raw(train_glue=[ex]))
+    labels = label_list_for(TrainConfig(task="finetune"), RawData(train_glue=[ex]))
     assert labels == ["0", "1", "2", "10"]
     ds = encode_classification(ex, tok, 16, labels)
     assert [it["label"] for it in ds.items] == [1, 0, 3, 2]
@@ -171,7 +171,7 @@ def test_real_valued_labels_are_refused_for_a_classifier(tmp_path, tok):
     f = _write(tmp_path / "r.tsv", "sentence\tlabel\na\t1\nb\t0.5\n")
     ex = read_glue_tsv(f)
     with pytest.raises(ValueError, match=r"r\.tsv:3: label '0\.5' is a number.*regression = true"):
-        _label_list(TrainConfig(task="finetune"), _Raw(train_glue=[ex]))
+        label_list_for(TrainConfig(task="finetune"), RawData(train_glue=[ex]))
     with pytest.raises(ValueError, match=r"labels \['0\.5'\] are numbers.*regression"):
         infer_label_list(ex.labels)
     with pytest.raises(ValueError, match=r"r\.tsv:3: label '0\.5' is outside .*regression = true"):
@@ -442,7 +442,7 @@ def test_real_glue_files_and_test_files(shared_data, tmp_path):
     assert len(sts.texts_a) == 1500 and sts.texts_b is not None
     assert sts.texts_a[0] == "A man with a hard hat is dancing." and sts.labels[0] == "5.000"
     with pytest.raises(ValueError, match=r"STS-B/dev\.tsv:2: label '5\.000' is a number"):
-        _label_list(TrainConfig(task="finetune"), _Raw(train_glue=[sts]))
+        label_list_for(TrainConfig(task="finetune"), RawData(train_glue=[sts]))
     for task, n, pair in (("SST-2", 1821, False), ("CoLA", 1063, False), ("STS-B", 1379, True)):
         test = read_glue_test_tsv(glue / task / "test.tsv")
         assert len(test.indices) == n and test.indices[:2] == ["0", "1"], task

@@ -60,7 +60,6 @@ def _middle(arms: list[Arm]) -> Arm:
 
 def run_stability(ctx: _Context, arms: list[Arm], data: dict[str, Any]) -> None:
     """Run (or continue) the stable-initialisation comparison."""
-    from .runner import _records, _train_run
 
     p = ctx.preset
     ref = _middle(arms)
@@ -88,19 +87,11 @@ def run_stability(ctx: _Context, arms: list[Arm], data: dict[str, Any]) -> None:
                 cfg = _short(cfg, int(cfg["max_steps"]))
                 cfg.update(learning_rate=float(lr), log_layer_grad_norms=True)
                 run_dir = ctx.root / "stability" / name
-                try:
-                    result = _train_run(run_dir, cfg, data, ctx.callbacks, ctx.device)
-                except FloatingPointError as e:
-                    logger.warning("stability run %s diverged: %s", name, e)
-                    ctx.finish([], {**info, "status": "done", "diverged": str(e)})
-                    continue
-                recs = _records(info, result, run_dir, ("loss",), cfg)
-                ctx.finish(recs, {**info, "status": "done", "run_dir": str(run_dir)})
+                ctx.train_or_record_divergence(info, run_dir, cfg, data, ("loss",))
 
 
 def run_central_lr(ctx: _Context, arms: list[Arm], data: dict[str, Any]) -> None:
     """Run (or continue) the central-tensor learning-rate sweep."""
-    from .runner import _records, _train_run
 
     p = ctx.preset
     ref = _middle(arms)
@@ -123,15 +114,7 @@ def run_central_lr(ctx: _Context, arms: list[Arm], data: dict[str, Any]) -> None
         cfg["central_lr_factor"] = float(factor)
         info["learning_rate"] = float(cfg.get("learning_rate", 0.0))
         run_dir = ctx.root / "central-lr" / f"x{factor:g}"
-        try:
-            result = _train_run(run_dir, cfg, data, ctx.callbacks, ctx.device)
-        except FloatingPointError as e:
-            logger.warning("central-lr factor %g diverged: %s", factor, e)
-            ctx.finish([], {**info, "status": "done", "diverged": str(e)})
-            continue
-        ctx.finish(
-            _records(info, result, run_dir, ("loss", "accuracy"), cfg), {**info, "status": "done"}
-        )
+        ctx.train_or_record_divergence(info, run_dir, cfg, data, ("loss", "accuracy"))
 
 
 def _source_model(p: Any) -> dict[str, Any]:

@@ -354,6 +354,26 @@ class _Context:
         _append(self.root, [*records, done])
         self.done.add(_key(done))
 
+    def train_or_record_divergence(
+        self,
+        info: dict[str, Any],
+        run_dir: Path,
+        cfg: dict[str, Any],
+        data: Any,
+        metrics: Sequence[str],
+    ) -> None:
+        """Train (or resume) the run ``info`` names and record it as done with its
+        ``metrics``; a run that diverges (non-finite loss or gradient) is recorded as done
+        with the reason under ``"diverged"`` and no metrics, so it is not tried again."""
+        try:
+            result = _train_run(run_dir, cfg, data, self.callbacks, self.device)
+        except FloatingPointError as e:
+            logger.warning("%s (%s) diverged: %s", info.get("arm"), info.get("variant"), e)
+            self.finish([], {**info, "status": "done", "diverged": str(e)})
+            return
+        records = _records(info, result, run_dir, metrics, cfg)
+        self.finish(records, {**info, "status": "done", "run_dir": str(run_dir)})
+
 
 BUILTIN_CORPUS_FILE = "builtin-corpus.txt"
 
@@ -392,14 +412,7 @@ def _lr_grid(ctx: _Context, arm: Arm, base: dict[str, Any], data: dict[str, Any]
         if not ctx.todo(info):
             continue
         run_dir = ctx.root / arm.name / "lr-grid" / f"lr-{lr:g}"
-        cfg = arm.lr_grid_config(p, lr)
-        try:
-            result = _train_run(run_dir, cfg, data, ctx.callbacks, ctx.device)
-        except FloatingPointError as e:
-            logger.warning("%s diverged at learning rate %g: %s", arm.name, lr, e)
-            ctx.finish([], {**info, "status": "done", "diverged": str(e)})
-            continue
-        ctx.finish(_records(info, result, run_dir, ("loss",), cfg), {**info, "status": "done"})
+        ctx.train_or_record_divergence(info, run_dir, arm.lr_grid_config(p, lr), data, ("loss",))
     losses = {
         float(r["learning_rate"]): float(r["value"])
         for r in read_results(ctx.root)
