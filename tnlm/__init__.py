@@ -14,7 +14,8 @@ from .decompose import mpo_decompose, tt_decompose
 from .factorize import factorize
 from .io import load, save
 from .mpo import APPLY_METHODS, MPO, TensorTrain
-from .shared_decompose import SharedFitReport, shared_mpo_decompose
+from .planning import ApplyPlan, CostModel, plan_apply
+from .shared_decompose import SharedFitReport, full_bond_dims, shared_mpo_decompose
 from .truncation import SVD_METHODS, BondTruncation, TruncationReport
 
 __all__ = [
@@ -23,6 +24,10 @@ __all__ = [
     "shared_mpo_decompose",
     "SharedFitReport",
     "factorize",
+    "full_bond_dims",
+    "plan_apply",
+    "ApplyPlan",
+    "CostModel",
     "MPO",
     "TensorTrain",
     "TruncationReport",

@@ -24,7 +24,13 @@ from ._types import Array, BondDim, MatrixShape
 from .decompose import mpo_decompose, resolve_matrix_shape, tt_decompose
 from .mpo import MPO
 
-__all__ = ["SHARED_INITS", "SHARED_SITES", "SharedFitReport", "shared_mpo_decompose"]
+__all__ = [
+    "SHARED_INITS",
+    "SHARED_SITES",
+    "SharedFitReport",
+    "full_bond_dims",
+    "shared_mpo_decompose",
+]
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +127,37 @@ def _shared_index(shared: str | int, n: int) -> int:
     return check_int(shared, "shared", 0, n)
 
 
-def _bond_dims(sizes: Sequence[int], caps: Sequence[int | None]) -> list[int]:
-    """``r_k = min(prod_{j<k} s_j, prod_{j>=k} s_j, cap_k)`` with boundary ranks 1."""
+def full_bond_dims(
+    out_dims: Sequence[int], in_dims: Sequence[int], bond_dim: BondDim = None
+) -> tuple[int, ...]:
+    """Bond dimensions ``(r_0, ..., r_n)`` of an MPO with the given factorisation.
+
+    ``r_k = min(prod_{m<k} out_m in_m, prod_{m>=k} out_m in_m, cap_k)`` with boundary
+    ranks 1: the exact (full) rank when ``bond_dim`` is None; ``bond_dim`` is one cap for
+    every internal bond or a sequence of ``n - 1`` caps, as for :func:`tnlm.mpo_decompose`.
+    The bonds :func:`shared_mpo_decompose` gives its cores, and those of
+    ``tnlm_models.MPOLinear``.
+
+    Examples
+    --------
+    >>> full_bond_dims((4, 4), (4, 4))
+    (1, 16, 1)
+    >>> full_bond_dims((2, 2, 2), (2, 2, 2), (3, 100))
+    (1, 3, 4, 1)
+    """
+    if len(out_dims) != len(in_dims):
+        raise ValueError(
+            f"out_dims and in_dims must have one entry per core; got {len(out_dims)} and "
+            f"{len(in_dims)}"
+        )
+    sizes = [int(o) * int(i) for o, i in zip(out_dims, in_dims)]
+    caps = check_bond_dims(bond_dim, len(sizes) - 1)
     bonds = [1]
     for k in range(1, len(sizes)):
         r = min(math.prod(sizes[:k]), math.prod(sizes[k:]))
         cap = caps[k - 1]
         bonds.append(r if cap is None else min(r, cap))
-    return [*bonds, 1]
+    return (*bonds, 1)
 
 
 def _interleaved(
@@ -360,7 +389,7 @@ def shared_mpo_decompose(
     if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol < 1:
         raise ValueError(f"rtol must be a float in [0, 1); got {rtol!r}")
     sizes = [i * j for i, j in zip(rows, cols)]
-    bonds = _bond_dims(sizes, caps)
+    bonds = full_bond_dims(rows, cols, caps)
     p, m, q = math.prod(sizes[:k]), sizes[k], math.prod(sizes[k + 1 :])
     r, s = bonds[k], bonds[k + 1]
     count = len(Ws)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any, cast
@@ -67,39 +66,15 @@ def full_bond_dims(
     in_dims: Sequence[int],
     bond_dim: int | Sequence[int] | None = None,
 ) -> tuple[int, ...]:
-    """Bond dimensions ``(r_0, ..., r_n)`` of an MPO with the given factorisation.
-
-    ``r_k = min(prod_{m<=k} out_m in_m, prod_{m>k} out_m in_m, cap_k)``, the exact
-    (full) rank when ``bond_dim`` is None; ``bond_dim`` is one cap for every internal bond
-    or a sequence of ``n - 1`` caps, one per bond (as for ``tnlm.mpo_decompose``).
+    """Bond dimensions ``(r_0, ..., r_n)`` of an MPO with the given factorisation:
+    :func:`tnlm.full_bond_dims` (the rule ``tnlm.shared_mpo_decompose`` uses too).
 
     Examples
     --------
-    >>> full_bond_dims((4, 4), (4, 4))
-    (1, 16, 1)
     >>> full_bond_dims((2, 2, 2), (2, 2, 2), (3, 100))
     (1, 3, 4, 1)
     """
-    sizes = [o * i for o, i in zip(out_dims, in_dims)]
-    n = len(sizes)
-    if bond_dim is None or isinstance(bond_dim, numbers.Integral):
-        caps: list[int | None] = [None if bond_dim is None else int(bond_dim)] * (n - 1)
-    else:
-        caps = [int(r) for r in cast(Sequence[int], bond_dim)]
-        if len(caps) != n - 1:
-            raise ValueError(
-                f"bond_dim has {len(caps)} caps, expected one per internal bond: {n - 1} "
-                f"for {n} cores"
-            )
-    bonds = [1]
-    for k in range(1, n):
-        r = min(math.prod(sizes[:k]), math.prod(sizes[k:]))
-        cap = caps[k - 1]
-        if cap is not None:
-            r = min(r, int(cap))
-        bonds.append(r)
-    bonds.append(1)
-    return tuple(bonds)
+    return tnlm.full_bond_dims(out_dims, in_dims, cast(Any, bond_dim))
 
 
 def _check_bond_dim(bond_dim: Any, num_cores: int) -> int | tuple[int, ...] | None:

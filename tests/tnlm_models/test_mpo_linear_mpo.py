@@ -337,7 +337,9 @@ def test_per_bond_caps():
         MPOLinear(8, 8, out_dims=(2, 2, 2), in_dims=(2, 2, 2), bond_dim=(3,))
     with pytest.raises(ValueError, match=r"bond_dim\[1\] must be an int >= 1, got 0"):
         MPOLinear(8, 8, out_dims=(2, 2, 2), in_dims=(2, 2, 2), bond_dim=(3, 0))
-    with pytest.raises(ValueError, match=r"bond_dim has 3 caps, expected one per internal bond"):
+    with pytest.raises(
+        ValueError, match=r"bond_dim has 3 entries; expected one per internal bond \(2\)"
+    ):
         full_bond_dims((2, 2, 2), (2, 2, 2), (3, 3, 3))
 
 
