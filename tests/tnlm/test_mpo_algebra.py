@@ -314,6 +314,22 @@ def test_compress_tol_is_honoured(backend, dtype, tn, data):
     assert err <= tol * nrm + tn.atol(dtype, a.dense.size, a.scale, c=20)
     assert out.report.relative_error <= tol * (1 + 1e-12)
     assert abs(err - out.report.error) <= tn.atol(dtype, a.dense.size, a.scale, c=20)
+    assert abs(out.report.norm - nrm) <= tn.atol(dtype, a.dense.size, a.scale, c=20)
+
+
+def test_compress_tol_uses_the_whole_norm_of_a_non_canonical_mpo(backend, real_dtype):
+    """The tolerance is relative to the norm of the whole MPO, whatever its gauge: with the
+    first core scaled down by 64 and the second up by 64 (the same matrix), compress(tol) must
+    cut as much as the dense TT-SVD with the same tolerance, and report the matrix's norm."""
+    w, wn = backend.spectral(16, 16, seed=2, decay=0.6, dtype=real_dtype)
+    exact = tnlm.mpo_decompose(w, ((4, 4), (4, 4)))
+    c0, c1 = exact.cores
+    skewed = tnlm.MPO([c0 / 64, c1 * 64])
+    out = skewed.compress(tol=0.3)
+    ref = tnlm.mpo_decompose(w, ((4, 4), (4, 4)), tol=0.3)
+    assert out.report.norm == pytest.approx(float(np.linalg.norm(wn)), rel=1e-4)
+    assert out.bond_dims == ref.bond_dims
+    assert out.bond_dims[0] < exact.bond_dims[0]  # the tolerance allowed a cut
 
 
 @given(data=st.data())
