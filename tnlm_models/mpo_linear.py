@@ -811,10 +811,10 @@ def _rebuild(layers: Sequence[MPOLinear], with_adapter: bool) -> torch.Tensor:
     b, r_l, o, i, r_r = t.shape
     x = t.reshape(b, r_l, o * i * r_r)  # (B, r_c, out_c in_c r_{c+1})
     if left is not None:
-        x = torch.matmul(left, x)  # (L, out_L in_L, out_c in_c r_{c+1})
+        x = _batched_matmul(left, x)  # (L, out_L in_L, out_c in_c r_{c+1})
     x = x.reshape(x.shape[0], -1, r_r)  # (L, out_L in_L out_c in_c, r_{c+1})
     if right is not None:
-        x = torch.matmul(x, right)  # (L, out_L in_L out_c in_c, out_R in_R)
+        x = _batched_matmul(x, right)  # (L, out_L in_L out_c in_c, out_R in_R)
     count = len(layers)
     x = x.expand(count, *x.shape[1:])  # (L, ...) even when nothing varied per layer
     w = x.reshape(count, o_left, i_left, o, i, o_right, i_right)
@@ -825,6 +825,20 @@ def _rebuild(layers: Sequence[MPOLinear], with_adapter: bool) -> torch.Tensor:
         down = torch.stack([cast(torch.Tensor, layer.adapter_down) for layer in layers])
         w = torch.baddbmm(w, up, down)  # (L, out, r) @ (L, r, in)
     return w
+
+
+def _batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` over a batch of layers, ``(L, m, k) @ (L, k, n)``, where either side may be
+    one matrix for every layer (batch 1: a shared core).
+
+    A shared right factor makes one GEMM of the stacked rows, ``(L m, k) @ (k, n)``, instead
+    of broadcasting it over the batch: no copy per layer forward, and in the backward its
+    gradient is one GEMM instead of a batched product summed over the layers.
+    """
+    if b.shape[0] == 1 and a.shape[0] > 1:
+        batch, m, k = a.shape
+        return (a.reshape(batch * m, k) @ b[0]).reshape(batch, m, b.shape[-1])
+    return torch.matmul(a, b)
 
 
 def _pad_cores(cores: list[Any], layer: MPOLinear) -> list[torch.Tensor]:
