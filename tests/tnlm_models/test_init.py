@@ -39,6 +39,36 @@ def test_rebuilt_matrices_have_the_intended_std(scheme):
     assert torch.equal(model.bert.embeddings.norm.weight, torch.ones(cfg.hidden_size))
 
 
+@pytest.mark.parametrize("scheme", ["depth_scaled", "deepnorm"])
+def test_rebuilt_std_at_bert_base_width_and_48_layers(scheme):
+    """The paper's scale: hidden 768, FFN 3072, 48 layers, full rank, central sharing; the
+    first, a middle and the last layer's rebuilt matrices have the intended std."""
+    from tnlm_models import MPOBertConfig, MPOBertModel
+
+    torch.manual_seed(0)
+    cfg = MPOBertConfig(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_attention_heads=12,
+        num_hidden_layers=48,
+        vocab_size=64,
+        init_scheme=scheme,
+    )
+    model = MPOBertModel(cfg, add_pooling_layer=False)
+    enc = model.encoder
+    for i in (0, 24, 47):
+        for name in MATRIX_NAMES:
+            lin = enc.layer_module(i).linear(name)
+            assert isinstance(lin, MPOLinear)
+            with torch.no_grad():
+                w = lin.rebuild_weight()
+            rms = w.pow(2).mean().sqrt().item()
+            assert abs(rms / matrix_std(cfg, name) - 1) < 0.05, (i, name, rms)
+            if scheme == "depth_scaled":  # pinned: 0.02, and 0.02 / sqrt(2 L) on the residual
+                pinned = 0.02 / math.sqrt(96) if name in RESIDUAL_MATRICES else 0.02
+                assert abs(rms / pinned - 1) < 0.05, (i, name, rms)
+
+
 def test_generator_makes_init_reproducible():
     cfg = tiny_config()
     a, b = MPOBertForMaskedLM(cfg), MPOBertForMaskedLM(cfg)
