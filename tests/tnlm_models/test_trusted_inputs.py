@@ -23,7 +23,12 @@ def batch(seed: int = 0, *, padded: bool = True) -> dict[str, torch.Tensor]:
     ids, mask, types = random_batch(V, 2, 9, seed)
     if not padded:
         mask = torch.ones_like(mask)
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": ids.clone()}
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": types,
+        "labels": ids.clone(),
+    }
 
 
 @pytest.mark.parametrize("forward_mode", ["auto", "dense", "cores"])
