@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+import string
 import warnings
 from collections.abc import Sequence
 from typing import Any, cast
@@ -714,7 +715,26 @@ def _pairwise_steps(
 ) -> tuple[tuple[tuple[int, ...], str], ...]:
     """opt_einsum's pairwise contractions of ``equation`` along ``path``."""
     _, info = opt_einsum.contract_path(equation, *shapes, optimize=list(path), shapes=True)
-    return tuple((tuple(c[0]), str(c[2])) for c in info.contraction_list)
+    return tuple((tuple(c[0]), _ascii_letters(str(c[2]))) for c in info.contraction_list)
+
+
+def _ascii_letters(equation: str) -> str:
+    """``equation`` with its index symbols renamed to ASCII letters in order of appearance:
+    opt_einsum names indices beyond the 52 letters with other Unicode characters, which
+    ``torch.einsum`` refuses (a pairwise step of up to 20 cores uses at most 47 indices)."""
+    letters = string.ascii_letters
+    names: dict[str, str] = {}
+    out = []
+    for ch in equation:
+        if ch in ",->":
+            out.append(ch)
+        else:
+            if ch not in names:
+                if len(names) == len(letters):
+                    raise ValueError(f"einsum step {equation!r} has more than 52 indices")
+                names[ch] = letters[len(names)]
+            out.append(names[ch])
+    return "".join(out)
 
 
 def rebuild_weights(layers: Sequence[MPOLinear]) -> torch.Tensor:

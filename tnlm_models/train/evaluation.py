@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from .checkpoint import read_checkpoint_json, resolve_checkpoint
 from .config import DataArg, TrainConfig, as_paths, as_train_config
 from .datasets import RawData, build_datasets, label_list_for, make_collator, read_raw_data
 from .distributed import DistEnv, all_gather_objects, all_reduce_sum, distributed_run
-from .models import check_model, device_batch, model_classes
+from .models import check_model, device_batch, model_classes, trusted
 from .precision import autocast_context
 from .predict import has_labels
 
@@ -55,7 +55,7 @@ def evaluate_model(
     for keys in batches:
         batch = device_batch(model, collate([KeyedDataset(dataset)[k] for k in keys]), env.device)
         labels = batch.pop("labels")
-        with autocast, cast(Any, model).trusted_inputs():
+        with autocast, trusted(model):
             logits = model(**batch).logits.float()
         if cfg.task == "pretrain":
             mask = labels != -100

@@ -68,7 +68,7 @@ from .distributed import (
     distributed_run,
 )
 from .evaluation import evaluate_model
-from .models import build_model, check_model, device_batch, unique_parameters
+from .models import build_model, check_model, device_batch, trusted, unique_parameters
 from .optim import build_optimizer, freeze_parameters, trainable_parameters
 from .precision import autocast_context
 from .randomness import capture_rng_state, derived_seed, restore_rng_state, seed_all
@@ -753,7 +753,7 @@ def _train_step(
                 else contextlib.nullcontext()
             )
             with sync:
-                with autocast, cast(Any, model).trusted_inputs():
+                with autocast, trusted(model):
                     out = runner(**batch)
                 weight = counts[m] * env.world_size / n_global
                 (out.loss * weight).backward()

@@ -3,10 +3,11 @@ checked against the run's tokenizer, sequence length and labels."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -148,8 +149,17 @@ def device_batch(model: nn.Module, batch: dict[str, torch.Tensor], device: Any) 
     ValueError, TypeError
         From ``validate_batch``, for values the model cannot take.
     """
-    cast(Any, model).validate_batch(batch)
-    mask = batch.get("attention_mask")
-    if mask is not None and bool(mask.all()):
-        batch = {k: v for k, v in batch.items() if k != "attention_mask"}
+    validate = getattr(model, "validate_batch", None)
+    if validate is not None:  # an MPOBERT model (another module checks in its forward)
+        validate(batch)
+        mask = batch.get("attention_mask")
+        if mask is not None and bool(mask.all()):
+            batch = {k: v for k, v in batch.items() if k != "attention_mask"}
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def trusted(model: nn.Module) -> contextlib.AbstractContextManager:
+    """``model.trusted_inputs()`` (for a batch from :func:`device_batch`), or nothing for
+    a model without it."""
+    inputs = getattr(model, "trusted_inputs", None)
+    return inputs() if inputs is not None else contextlib.nullcontext()

@@ -33,7 +33,7 @@ from ..tokenization import WordPieceTokenizer
 from .checkpoint import read_checkpoint_json, resolve_checkpoint
 from .config import TrainConfig
 from .distributed import resolve_device
-from .models import check_model, device_batch, model_classes
+from .models import check_model, device_batch, model_classes, trusted
 from .precision import autocast_context
 
 __all__ = ["has_labels", "predict", "read_prediction_inputs"]
@@ -221,7 +221,7 @@ def predict(
         batch = collate([KeyedDataset(items)[k] for k in keys])
         batch.pop("labels")
         batch = device_batch(model, batch, device)
-        with autocast, model.trusted_inputs():
+        with autocast, trusted(model):
             logits = model(**batch).logits.float()  # (B, num_labels)
         if cfg.regression:
             # the shortest text that reads back as the same float32
