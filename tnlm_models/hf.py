@@ -391,6 +391,14 @@ class MPOBertHFPreTrainedModel(PreTrainedModel):
                 setattr(module, "_is_hf_initialized", True)  # noqa: B010
         self.post_init()
 
+    def _adjust_bias(self, output_embeddings: Any, input_embeddings: Any) -> None:
+        # transformers pads a tied output layer's bias to its weight's rows after every tie;
+        # our ties are the shared central tensors inside MPOLinear layers, whose bias needs
+        # nothing, and whose ``weight`` would rebuild the whole matrix (and warn) per tie
+        if isinstance(output_embeddings, MPOLinear):
+            return
+        super()._adjust_bias(output_embeddings, input_embeddings)
+
     def __setattr__(self, name: str, value: Any) -> None:
         # a part replaced here (PEFT wraps the classifier, for one) is replaced in the
         # project model too, whose forward runs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,25 @@ def test_auto_classes_load_project_and_hf_folders(tmp_path, auto_name):
     keys = _stored_keys(tmp_path / "hf")
     assert sorted(keys) == sorted(n for n, _ in model.unique_named_parameters())
     assert not any(".central" in k and ".layer." in k for k in keys)
+
+
+def test_loading_ties_the_central_tensors_without_rebuilding_matrices(tmp_path, monkeypatch):
+    """transformers re-ties shared tensors on load; our ties sit inside MPOLinear layers, whose
+    (deprecated) ``weight`` rebuilds the matrix: loading must never touch it."""
+    from tnlm_models import MPOLinear
+
+    torch.manual_seed(0)
+    tiny_model = AUTO["AutoModelForMaskedLM"](tiny_config())
+    tiny_model.save_pretrained(tmp_path)
+    rebuilds: list[int] = []
+    real = MPOLinear.rebuild_weight
+    monkeypatch.setattr(MPOLinear, "rebuild_weight", lambda self: rebuilds.append(1) or real(self))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        loaded = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path)
+        loaded.tie_weights()
+    assert rebuilds == []
+    _assert_shared(loaded, 3)
 
 
 @pytest.mark.parametrize("sharing", ["all", "none"])
