@@ -114,8 +114,12 @@ def quimb_from_dense(w: np.ndarray, bond_dim: int | None, method: str = "svd") -
     tensors = []
     for i in range(n - 1):
         left, tm = tm.split(
-            left_inds=None, right_inds=uix[i + 1 :] + lix[i + 1 :], ltags=f"I{i}",
-            get="tensors", absorb="right", **opts,
+            left_inds=None,
+            right_inds=uix[i + 1 :] + lix[i + 1 :],
+            ltags=f"I{i}",
+            get="tensors",
+            absorb="right",
+            **opts,
         )
         tensors.append(left)
     tm.add_tag(f"I{n - 1}")
@@ -217,3 +221,17 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     with open(tmp, "w") as f:
         json.dump(payload, f, indent=1, default=str)
     os.replace(tmp, path)
+
+
+def round_robin(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict:
+    """Median wall time (s) of each function, timed in interleaved order."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}

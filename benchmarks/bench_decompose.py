@@ -141,7 +141,10 @@ def run_case(
                     reported[name] = res.report.relative_error
             del res
     return {
-        "rows": w.shape[0], "cols": w.shape[1], "dtype": dtype, "matrix": matrix,
+        "rows": w.shape[0],
+        "cols": w.shape[1],
+        "dtype": dtype,
+        "matrix": matrix,
         "bond_dim": bond,
         "median_s": {k: C.median(v) for k, v in times.items()},
         "min_s": {k: min(v) for k, v in times.items()},
@@ -156,18 +159,30 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="768x768 and 768x3072 only")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--large-peer-repeats", type=int, default=1,
-                   help="repeats of quimb/TensorLy at 4096x4096 (they take 5-40 s per call)")
-    p.add_argument("--large-repeats", type=int, default=None,
-                   help="repeats of tnlm at 4096x4096 (default: --repeats)")
+    p.add_argument(
+        "--large-peer-repeats",
+        type=int,
+        default=1,
+        help="repeats of quimb/TensorLy at 4096x4096 (they take 5-40 s per call)",
+    )
+    p.add_argument(
+        "--large-repeats",
+        type=int,
+        default=None,
+        help="repeats of tnlm at 4096x4096 (default: --repeats)",
+    )
     p.add_argument("--out", default="docs/benchmarks/decompose.json")
     p.add_argument("--sizes", default=None, help="e.g. 768x768,4096x4096 (overrides --quick)")
     p.add_argument("--matrices", default="decay,gaussian")
     p.add_argument("--dtypes", default=",".join(DTYPES))
     p.add_argument("--bonds", default="64,16,none")
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--report", nargs="+", metavar="JSON",
-                   help="print the markdown tables of earlier runs and exit")
+    p.add_argument(
+        "--report",
+        nargs="+",
+        metavar="JSON",
+        help="print the markdown tables of earlier runs and exit",
+    )
     args = p.parse_args(argv)
     if args.report:
         cases = []
@@ -215,10 +230,18 @@ def main(argv: list[str] | None = None) -> int:
                     payload["cases"].append(rec)
                     log.info(
                         "%dx%d %s %s bond=%s  tnlm %.3fs (torch %.3fs)  faster peer %s %.3fs "
-                        "-> %.2fx  err ratio tnlm %.4f", rows, cols, dtype, matrix, bond,
-                        rec["median_s"]["tnlm"], rec["median_s"]["tnlm-torch"],
-                        rec["faster_peer"], rec["median_s"].get(rec["faster_peer"], math.nan),
-                        rec["speedup_tnlm"] or math.nan, rec["error_ratio"]["tnlm"],
+                        "-> %.2fx  err ratio tnlm %.4f",
+                        rows,
+                        cols,
+                        dtype,
+                        matrix,
+                        bond,
+                        rec["median_s"]["tnlm"],
+                        rec["median_s"]["tnlm-torch"],
+                        rec["faster_peer"],
+                        rec["median_s"].get(rec["faster_peer"], math.nan),
+                        rec["speedup_tnlm"] or math.nan,
+                        rec["error_ratio"]["tnlm"],
                     )
                     C.write_json(args.out, payload)
     payload["wall_s"] = time.perf_counter() - t_start
@@ -234,21 +257,27 @@ def markdown_table(cases: list[dict[str, Any]]) -> str:
     """One row per case: median seconds (min in parentheses), the faster peer at equal error,
     tnlm's speed-up over it, and the error ratios against the exact truncated TT-SVD."""
     cols = ["tnlm", "tnlm-torch", "tnlm-svd", "quimb", "tensorly", "quimb-rand", "tensorly-rand"]
-    head = ("| size | dtype | matrix | bond | " + " | ".join(cols)
-            + " | faster peer (equal error) | tnlm speed-up | torch speed-up "
-            + "| err ratio tnlm | err ratio quimb-rand / tensorly-rand |")
+    head = (
+        "| size | dtype | matrix | bond | "
+        + " | ".join(cols)
+        + " | faster peer (equal error) | tnlm speed-up | torch speed-up "
+        + "| err ratio tnlm | err ratio quimb-rand / tensorly-rand |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for c in cases:
+
         def cell(k: str, c: dict[str, Any] = c) -> str:
             if k not in c["median_s"]:
                 return "-"
             return f"{c['median_s'][k]:.3f} ({c['min_s'][k]:.3f})"
+
         er = c["error_ratio"]
         sp, spt = c.get("speedup_tnlm"), c.get("speedup_tnlm-torch")
         rand = " / ".join(f"{er[k]:.3g}" for k in ("quimb-rand", "tensorly-rand") if k in er)
         lines.append(
             f"| {c['rows']}x{c['cols']} | {c['dtype'].replace('float', 'f')} | {c['matrix']} "
-            f"| {c['bond_dim'] or 'exact'} | " + " | ".join(cell(k) for k in cols)
+            f"| {c['bond_dim'] or 'exact'} | "
+            + " | ".join(cell(k) for k in cols)
             + f" | {c['faster_peer']} | {sp:.2f}x | {spt:.2f}x | {er['tnlm']:.4f} | {rand or '-'} |"
         )
     return "\n".join(lines)
@@ -262,8 +291,10 @@ def plot(payload: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     cases = [c for c in payload["cases"] if c["matrix"] == "decay"]
-    panels = sorted({(c["rows"], c["cols"], str(c["bond_dim"])) for c in cases},
-                    key=lambda k: (k[0] * k[1], k[2]))
+    panels = sorted(
+        {(c["rows"], c["cols"], str(c["bond_dim"])) for c in cases},
+        key=lambda k: (k[0] * k[1], k[2]),
+    )
     if not panels:
         return
     names = ["tnlm", "tnlm-torch", "tnlm-svd", "quimb", "tensorly", "quimb-rand", "tensorly-rand"]
@@ -272,16 +303,29 @@ def plot(payload: dict[str, Any], path: str) -> None:
     for ax, (rows, cols, bond) in zip(axes[0], panels):
         width = 0.38
         for di, dtype in enumerate(DTYPES):
-            case = next((c for c in cases if (c["rows"], c["cols"], str(c["bond_dim"]), c["dtype"])
-                         == (rows, cols, bond, dtype)), None)
+            case = next(
+                (
+                    c
+                    for c in cases
+                    if (c["rows"], c["cols"], str(c["bond_dim"]), c["dtype"])
+                    == (rows, cols, bond, dtype)
+                ),
+                None,
+            )
             if case is None:
                 continue
             present = [n for n in names if n in case["median_s"]]
             for ni, n in enumerate(present):
                 hatch = "" if case["error_ratio"].get(n, 1) <= ERR_TOL else "//"
-                ax.bar(ni + (di - 0.5) * width, case["median_s"][n], width, color=colors[n],
-                       alpha=1.0 if dtype == "float32" else 0.55, hatch=hatch,
-                       label=f"{n}" if di == 0 else None)
+                ax.bar(
+                    ni + (di - 0.5) * width,
+                    case["median_s"][n],
+                    width,
+                    color=colors[n],
+                    alpha=1.0 if dtype == "float32" else 0.55,
+                    hatch=hatch,
+                    label=f"{n}" if di == 0 else None,
+                )
             ax.set_xticks(range(len(present)))
             ax.set_xticklabels(present, rotation=60, ha="right", fontsize=7)
         ax.set_yscale("log")

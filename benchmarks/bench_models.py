@@ -17,32 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from _common import round_robin
 from torch import nn
 
 from tnlm_models import MPOBertConfig, MPOBertForMaskedLM, MPOLinear
-
-# ---------------------------------------------------------------------------- timing
-
-
-def round_robin(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict:
-    """Median wall time (s) of each function, timed in interleaved order."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
 
 # ---------------------------------------------------------------------------- MPOLinear
 

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from _common import machine_info, write_json
+from _common import machine_info, round_robin, write_json
 
 from tnlm_models import MPOBertConfig, MPOBertForMaskedLM
 from tnlm_models.mpo_linear import MPOLinear
@@ -60,19 +59,6 @@ def batches(args: argparse.Namespace, n: int) -> list[dict[str, torch.Tensor]]:
         labels = torch.where(torch.rand(ids.shape, generator=g) < 0.15, ids, -100)
         out.append({"input_ids": ids, "labels": labels})
     return out
-
-
-def round_robin(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict:
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def train_step(
@@ -155,7 +141,9 @@ def main() -> None:
     ids = one[0]["input_ids"]
     mpo.eval(), dense.eval()
     with torch.no_grad():
-        t = round_robin({"mpobert": lambda: mpo(ids), "dense": lambda: dense(ids)}, args.repeats)
+        t = round_robin(
+            {"mpobert": lambda: mpo(ids), "dense": lambda: dense(ids)}, args.repeats, warmup=1
+        )
     report["inference"] = {**t, "ratio": t["mpobert"] / t["dense"]}
     print(
         f"inference: {t['mpobert']:.3f} s vs {t['dense']:.3f} s -> {t['mpobert'] / t['dense']:.3f}x"
@@ -164,6 +152,7 @@ def main() -> None:
     t = round_robin(
         {"mpobert": train_step(mpo, one, True), "dense": train_step(dense, one, False)},
         args.repeats,
+        warmup=1,
     )
     report["train"] = {**t, "ratio": t["mpobert"] / t["dense"]}
     print(
@@ -177,6 +166,7 @@ def main() -> None:
             "dense": train_step(dense, many, False),
         },
         args.repeats,
+        warmup=1,
     )
     report["train_accum"] = {
         **t,
@@ -214,6 +204,7 @@ def main() -> None:
                 "dense_compiled": train_step(dense, one, False, torch.compile(dense)),
             },
             args.repeats,
+            warmup=1,
         )
         comp.update(t)
         comp["mpobert_speedup"] = t["mpobert_eager"] / t["mpobert_compiled"]
