@@ -15,3 +15,19 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def rebuilds(monkeypatch) -> list[int]:
+    """Counts the encoder's batched rebuilds (one per MPO matrix type and rebuild)."""
+    import tnlm_models.modeling as modeling
+
+    calls: list[int] = []
+    real = modeling.rebuild_weights
+
+    def counting(layers):
+        calls.append(1)
+        return real(layers)
+
+    monkeypatch.setattr(modeling, "rebuild_weights", counting)
+    return calls

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tnlm_models.modeling as modeling
 from tnlm_models import MPOBertForMaskedLM
 from tnlm_models.testing import random_batch, tiny_config
 
@@ -17,20 +16,6 @@ V = 97
 def model() -> MPOBertForMaskedLM:
     torch.manual_seed(0)
     return MPOBertForMaskedLM(tiny_config(vocab_size=V)).double().eval()
-
-
-@pytest.fixture
-def rebuilds(monkeypatch) -> list[int]:
-    """Counts the batched rebuilds (one per MPO matrix type and forward pass when uncached)."""
-    calls: list[int] = []
-    real = modeling.rebuild_weights
-
-    def counting(layers):
-        calls.append(1)
-        return real(layers)
-
-    monkeypatch.setattr(modeling, "rebuild_weights", counting)
-    return calls
 
 
 def logits(model: MPOBertForMaskedLM, *, cached: bool) -> torch.Tensor:

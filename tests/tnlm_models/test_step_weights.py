@@ -6,25 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tnlm_models.modeling as modeling
 from tnlm_models import MPOBertForMaskedLM
 from tnlm_models.testing import random_batch, tiny_config
 
 V = 97
-
-
-@pytest.fixture
-def rebuilds(monkeypatch) -> list[int]:
-    """Counts the batched rebuilds (one per MPO matrix type and rebuild)."""
-    calls: list[int] = []
-    real = modeling.rebuild_weights
-
-    def counting(layers):
-        calls.append(1)
-        return real(layers)
-
-    monkeypatch.setattr(modeling, "rebuild_weights", counting)
-    return calls
 
 
 def make(sharing: str = "central", forward_mode: str = "dense") -> MPOBertForMaskedLM:
