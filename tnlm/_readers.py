@@ -170,10 +170,9 @@ def _read_npz(path: str, key: str | None) -> tuple[Any, str, str | None]:
         raise CLIError(f"{path}: array {name!r} is unreadable ({one_line(e)})") from None
 
 
-def _read_safetensors(path: str, key: str | None) -> tuple[Any, str, list[str]]:
-    """Read one tensor of a ``.safetensors`` file with the safetensors library (which checks
-    the header and the data offsets); bfloat16 is upcast to float32 through torch (exactly),
-    since numpy has no bfloat16."""
+def _safetensors_headers(path: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{name: (shape, dtype)}`` of a ``.safetensors`` file, read by the safetensors library
+    (which checks the header and the data offsets)."""
     try:
         from safetensors import SafetensorError, safe_open
     except ImportError:
@@ -184,32 +183,49 @@ def _read_safetensors(path: str, key: str | None) -> tuple[Any, str, list[str]]:
     try:
         with safe_open(path, framework="numpy") as f:
             slices = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-            shapes = {k: tuple(sl.get_shape()) for k, sl in slices.items()}
-            name, note = _choose(shapes, key, path, "tensor")
-            dtype = slices[name].get_dtype()
-            if dtype != "BF16":
-                try:
-                    return f.get_tensor(name), name, [note] if note else []
-                except (TypeError, AttributeError):  # a dtype numpy has no type for
-                    raise CLIError(
-                        f"{path}: tensor {name!r} has dtype {dtype}, which numpy cannot hold; "
-                        "expected a float, integer or bfloat16 tensor"
-                    ) from None
+            return {k: (tuple(sl.get_shape()), sl.get_dtype()) for k, sl in slices.items()}
     except SafetensorError as e:
         raise CLIError(f"{path} is not a valid .safetensors file: {one_line(e)}") from None
-    notes = [note] if note else []
+
+
+def _safetensors_tensor(path: str, name: str, dtype: str) -> Any:
+    """Tensor ``name`` of a ``.safetensors`` file as a numpy array; bfloat16 is upcast to
+    float32 through torch (exactly), since numpy has no bfloat16."""
+    from safetensors import SafetensorError, safe_open
+
+    if dtype == "BF16":
+        try:
+            import torch  # noqa: F401  (safetensors' "pt" framework reads bfloat16)
+        except ImportError:
+            raise CLIError(
+                f"{path}[{name!r}] is bfloat16, which numpy cannot hold; reading it needs torch, "
+                "which is not installed; install it with: pip install 'tnlm[torch]'"
+            ) from None
+        with safe_open(path, framework="pt") as f:
+            return f.get_tensor(name).float().numpy()
     try:
-        import torch  # noqa: F401  (safetensors' "pt" framework reads bfloat16)
-    except ImportError:
+        with safe_open(path, framework="numpy") as f:
+            return f.get_tensor(name)
+    except (TypeError, AttributeError):  # a dtype numpy has no type for
         raise CLIError(
-            f"{path}[{name!r}] is bfloat16, which numpy cannot hold; reading it needs torch, "
-            "which is not installed; install it with: pip install 'tnlm[torch]'"
+            f"{path}: tensor {name!r} has dtype {dtype}, which numpy cannot hold; "
+            "expected a float, integer or bfloat16 tensor"
         ) from None
-    with safe_open(path, framework="pt") as f:
-        W = f.get_tensor(name).float().numpy()
-    notes.append(
-        f"{path}[{name!r}] is bfloat16, which numpy cannot hold; upcast to float32 (exact)"
-    )
+    except SafetensorError as e:
+        raise CLIError(f"{path} is not a valid .safetensors file: {one_line(e)}") from None
+
+
+def _read_safetensors(path: str, key: str | None) -> tuple[Any, str, list[str]]:
+    """Read one tensor of a ``.safetensors`` file (see :func:`_safetensors_tensor`)."""
+    headers = _safetensors_headers(path)
+    name, note = _choose({k: shape for k, (shape, _) in headers.items()}, key, path, "tensor")
+    dtype = headers[name][1]
+    notes = [note] if note else []
+    W = _safetensors_tensor(path, name, dtype)
+    if dtype == "BF16":
+        notes.append(
+            f"{path}[{name!r}] is bfloat16, which numpy cannot hold; upcast to float32 (exact)"
+        )
     return W, name, notes
 
 
@@ -405,39 +421,12 @@ def _stored_npz(path: str) -> list[Stored]:
 
 
 def _stored_safetensors(path: str) -> list[Stored]:
-    try:
-        from safetensors import SafetensorError, safe_open
-    except ImportError:
-        raise CLIError(
-            f"reading {path} needs the safetensors package, which is not installed; install "
-            "it with: pip install safetensors"
-        ) from None
-    try:
-        with safe_open(path, framework="numpy") as f:
-            slices = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-            info = {k: (tuple(sl.get_shape()), sl.get_dtype()) for k, sl in slices.items()}
-    except SafetensorError as e:
-        raise CLIError(f"{path} is not a valid .safetensors file: {one_line(e)}") from None
-
     def loader(name: str, dtype: str) -> Callable[[], Any]:
-        def load() -> Any:
-            if dtype == "BF16":  # numpy has no bfloat16: upcast through torch (exact)
-                try:
-                    with safe_open(path, framework="pt") as f:
-                        return f.get_tensor(name).float().numpy()
-                except ImportError:
-                    raise CLIError(
-                        f"{path}[{name!r}] is bfloat16, which numpy cannot hold; reading it "
-                        "needs torch: pip install 'tnlm[torch]'"
-                    ) from None
-            with safe_open(path, framework="numpy") as f:
-                return f.get_tensor(name)
-
-        return load
+        return lambda: _safetensors_tensor(path, name, dtype)
 
     return [
         Stored(path, k, shape, dtype in _SAFETENSORS_FLOATS, loader(k, dtype))
-        for k, (shape, dtype) in info.items()
+        for k, (shape, dtype) in _safetensors_headers(path).items()
     ]
 
 
