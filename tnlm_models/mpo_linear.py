@@ -459,14 +459,15 @@ class MPOLinear(nn.Module):
             )
         lead = x.shape[:-1]
         rows = math.prod(lead)
-        if self.choose_mode(rows) == "dense":
+        method, steps = ("dense", ()) if self.forward_mode == "dense" else _route(self, rows)
+        if self.forward_mode != "cores" and method == "dense":
             return F.linear(x, self.rebuild_weight(), self.bias)
         x2 = x.reshape(rows, *self.in_dims)  # (N, in_1, ..., in_n)
         operands = [*self.cores, x2]
         low = _autocast_dtype(x.device.type)
         if low is not None:  # autocast does not reach the einsums of the contraction
             operands = [t.to(low) for t in operands]
-        for positions, pair in _route(self, rows)[1]:  # the plan's pairwise order
+        for positions, pair in steps:  # the plan's pairwise order
             picked = [operands.pop(k) for k in positions]
             operands.append(torch.einsum(pair, *picked))
         y = operands[0]  # (N, out_1, ..., out_n)
