@@ -256,11 +256,7 @@ class _StepWeights:
         versions = _parameter_versions([m for m in encoder.modules() if isinstance(m, MPOLinear)])
         if self.versions is None:
             self.versions = versions
-            encoder._step = None  # rebuild as a plain training forward would
-            try:
-                self.rebuilt = encoder.rebuild_weights(rows)
-            finally:
-                encoder._step = self
+            self.rebuilt = encoder._rebuild_or_reuse(rows)  # as a plain training forward
             self.leaves = {
                 name: w.detach().requires_grad_(w.requires_grad) for name, w in self.rebuilt.items()
             }
@@ -334,6 +330,11 @@ class MPOBertEncoder(nn.Module):
         """
         if self._step is not None and torch.is_grad_enabled():
             return self._step.weights(self, rows)
+        return self._rebuild_or_reuse(rows)
+
+    def _rebuild_or_reuse(self, rows: int) -> dict[str, torch.Tensor]:
+        """:meth:`rebuild_weights` outside ``step_weights()``: the inference cache, or a
+        fresh rebuild of the matrices that take the dense path."""
         cached = not self.training and not torch.is_grad_enabled()
         if not cached:
             self._weight_cache.clear()
